@@ -53,6 +53,10 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; a finished file gets the usual permissions (0666 - umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -86,5 +90,8 @@ def progress(
 
     if disable is None:
         disable = bool(os.environ.get("MOMENTLENS_QUIET"))
+    if not sys.stderr.isatty():
+        # In logs and CI, a line every few seconds rather than a carriage-return flood.
+        kwargs.setdefault("mininterval", 5.0)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable,
                 dynamic_ncols=True, file=sys.stderr, **kwargs)
