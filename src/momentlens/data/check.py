@@ -1,0 +1,184 @@
+"""``momentlens check`` (probe every video, report problems) and ``momentlens stats``
+(per-channel pixel mean and std over a sample of videos, for mean subtraction)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from momentlens.data.decode import open_video
+from momentlens.data.layout import available_splits, scan_split
+from momentlens.data.sampling import segment_indices
+from momentlens.utils import MomentlensError, progress
+
+# Problem kinds a video can have, in report order.
+VIDEO_PROBLEMS = ("unreadable", "zero_frames", "too_short", "odd_fps", "small_size")
+
+
+def probe_video(path: str | os.PathLike[str], backend: str = "auto") -> dict:
+    """Open ``path`` and decode it to the end (only the first and last frames are
+    converted to RGB). Returns ``{path, num_frames, header_frames, fps, height, width,
+    error}``; ``error`` is ``None`` for a readable video, else the reason."""
+    out: dict = {"path": str(path), "num_frames": 0, "header_frames": 0, "fps": 0.0,
+                 "height": 0, "width": 0, "error": None}
+    try:
+        with open_video(path, backend, threads=1) as reader:
+            out["header_frames"] = reader.num_frames
+            out.update(fps=round(reader.fps, 3), height=reader.size[0], width=reader.size[1])
+            reader.get_frames([0, reader.num_frames - 1])
+            out["num_frames"] = reader.num_frames  # corrected if the header overstated it
+    except Exception as exc:  # every failure is data for the report, never a crash
+        out["error"] = str(exc) or type(exc).__name__
+    return out
+
+
+def _map(fn: Callable, items: Sequence, workers: int, desc: str, unit: str) -> Iterable:
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(items) < 2:
+        return progress(map(fn, items), total=len(items), desc=desc, unit=unit)
+    pool = ProcessPoolExecutor(max_workers=workers)
+    chunk = max(1, min(32, len(items) // (workers * 8)))
+    results = pool.map(fn, items, chunksize=chunk)
+
+    def gen() -> Iterable:
+        with pool:
+            yield from progress(results, total=len(items), desc=desc, unit=unit)
+
+    return gen()
+
+
+def _classify(p: dict, min_frames: int, min_size: int, fps: float) -> list[str]:
+    if p["error"]:
+        return ["zero_frames" if "no frames" in p["error"] else "unreadable"]
+    kinds = []
+    if p["num_frames"] < min_frames:
+        kinds.append("too_short")
+    if fps and abs(p["fps"] - fps) > 0.5:
+        kinds.append("odd_fps")
+    if min(p["height"], p["width"]) < min_size:
+        kinds.append("small_size")
+    return kinds
+
+
+def check_dataset(root: str | os.PathLike[str], splits: Sequence[str] | None = None,
+                  workers: int = 0, min_frames: int = 16, min_size: int = 112,
+                  fps: float | None = None, backend: str = "auto") -> dict:
+    """Probe every video of ``splits`` (default: all found) in parallel.
+
+    Problems: layout/label problems (with ``file:line``), and per video
+    ``unreadable``, ``zero_frames``, ``too_short`` (< ``min_frames`` decodable
+    frames), ``odd_fps`` (more than 0.5 from ``fps``; default the median fps),
+    ``small_size`` (short side < ``min_size`` pixels, the crop). Returns the report
+    dict (JSON-ready); ``report["ok"]`` is False when anything was found.
+    """
+    root = Path(root)
+    splits = list(splits or available_splits(root))
+    if not splits:
+        raise MomentlensError(f"{root}: no dataset split found")
+    report: dict = {"root": str(root), "splits": {}, "videos": [], "label_problems": [],
+                    "settings": {"min_frames": min_frames, "min_size": min_size}}
+    paths: list[tuple[str, Path]] = []
+    for name in splits:
+        split, problems = scan_split(root, name)
+        missing = {id(r) for r in split.missing}
+        report["splits"][split.name] = {"layout": split.layout, "videos": len(split.records),
+                                        "classes": len(split.classes), "notes": split.notes}
+        report["label_problems"] += [{"kind": p.kind, "where": p.where, "message": p.message}
+                                     for p in problems]
+        paths += [(split.name, r.path) for r in split.records if id(r) not in missing]
+    probes = list(_map(probe_video, [p for _, p in paths], workers, "check", "video"))
+    good_fps = [p["fps"] for p in probes if not p["error"] and p["fps"] > 0]
+    expected = fps if fps is not None else (statistics.median(good_fps) if good_fps else 0.0)
+    report["settings"]["fps"] = expected
+    counts: Counter = Counter()
+    for (split_name, _), probe in zip(paths, probes):
+        kinds = _classify(probe, min_frames, min_size, expected)
+        counts.update(kinds)
+        if kinds or probe["header_frames"] != probe["num_frames"]:
+            report["videos"].append({"split": split_name, "problems": kinds, **probe})
+    counts.update(p["kind"] for p in report["label_problems"])
+    report["counts"] = dict(counts)
+    report["probed"] = len(probes)
+    report["ok"] = not counts
+    return report
+
+
+def describe_check(report: dict, limit: int = 20) -> str:
+    """A plain-text summary of a :func:`check_dataset` report."""
+    per_split = ", ".join(f"{k}: {v['videos']}" for k, v in report["splits"].items())
+    lines = [f"checked {report['probed']} videos in {report['root']} ({per_split})"]
+    for split in report["splits"].values():
+        lines += [f"  note: {n}" for n in split["notes"]]
+    if report["ok"]:
+        return "\n".join(lines + ["no problems found"])
+    lines.append("problems: " + ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())))
+    for p in report["label_problems"][:limit]:
+        lines.append(f"  {p['kind']}: {p['where']}: {p['message']}")
+    bad = [v for v in report["videos"] if v["problems"]]
+    for v in bad[:limit]:
+        detail = v["error"] or (f"{v['num_frames']} frames, {v['fps']} fps, "
+                                f"{v['width']}x{v['height']}")
+        lines.append(f"  {','.join(v['problems'])}: {v['path']}: {detail}")
+    if len(bad) > limit:
+        lines.append(f"  ... and {len(bad) - limit} more videos (see the JSON report)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- stats
+
+
+def _video_moments(args: tuple[str, int]) -> tuple[np.ndarray, np.ndarray, int] | None:
+    path, k = args
+    try:
+        with open_video(path, threads=1) as reader:
+            frames = reader.get_frames(segment_indices(reader.num_frames, k))
+    except Exception:
+        return None
+    x = frames.reshape(-1, 3).astype(np.float64)
+    return x.sum(0), (x * x).sum(0), x.shape[0]
+
+
+def dataset_stats(root: str | os.PathLike[str], split: str = "training", max_videos: int = 500,
+                  frames_per_video: int = 8, workers: int = 0) -> dict:
+    """Per-channel (RGB) pixel mean and std over ``frames_per_video`` evenly spaced
+    frames of up to ``max_videos`` videos spread evenly over the split (deterministic).
+    Values on ``[0, 255]`` (``mean_255``, ``std_255``; the ``dataset`` normalisation
+    preset takes ``mean_255``) and on ``[0, 1]`` (``mean_01``, ``std_01``)."""
+    sp, _ = scan_split(root, split)
+    missing = {id(r) for r in sp.missing}
+    records = [r for r in sp.records if id(r) not in missing]
+    if not records:
+        raise MomentlensError(f"{root}: split {split!r} has no readable videos")
+    pick = np.unique(np.linspace(0, len(records) - 1, min(max_videos, len(records))).astype(int))
+    jobs = [(str(records[i].path), frames_per_video) for i in pick]
+    total, total_sq, n, used = np.zeros(3), np.zeros(3), 0, 0
+    for res in _map(_video_moments, jobs, workers, "stats", "video"):
+        if res is not None:
+            total += res[0]
+            total_sq += res[1]
+            n += res[2]
+            used += 1
+    if n == 0:
+        raise MomentlensError(f"{root}: none of the {len(jobs)} sampled videos could be read")
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    return {"root": str(sp.root), "split": sp.name, "videos": used, "skipped": len(jobs) - used,
+            "frames_per_video": frames_per_video, "pixels": int(n),
+            "mean_255": [round(float(v), 4) for v in mean],
+            "std_255": [round(float(v), 4) for v in std],
+            "mean_01": [round(float(v) / 255, 6) for v in mean],
+            "std_01": [round(float(v) / 255, 6) for v in std]}
+
+
+def describe_stats(stats: dict) -> str:
+    return (f"{stats['split']}: {stats['videos']} videos x {stats['frames_per_video']} frames "
+            f"({stats['skipped']} unreadable skipped)\n"
+            f"  mean on [0,255]: {', '.join(f'{v:.4f}' for v in stats['mean_255'])}\n"
+            f"  std  on [0,255]: {', '.join(f'{v:.4f}' for v in stats['std_255'])}\n"
+            f"  mean on [0,1]:   {', '.join(f'{v:.6f}' for v in stats['mean_01'])}")

@@ -1,0 +1,209 @@
+"""``VideoDataset``: record -> decode -> sample -> transform -> ``(clip, label, index)``.
+
+Map-style (``__len__``), safe with several DataLoader workers. Nothing is decoded up
+front; each item opens its video, decodes only the frames it needs and closes it.
+
+Randomness: item ``i`` in epoch ``e`` draws from ``np.random.default_rng((seed, e, i))``,
+so a run is reproducible whatever the number of workers; call :meth:`set_epoch` at the
+start of every epoch (before the DataLoader iterator is created, so workers see it).
+
+Unreadable videos are never fatal. The item is replaced by a **zero clip with the
+item's own label and index** (deterministic; a black clip carries no signal, so it
+hardly moves training, and evaluation can drop it), the reason is logged once per
+video per process, and one JSON line ``{"index", "path", "reason", "epoch", "pid",
+"time"}`` is appended to the quarantine file (``O_APPEND`` single writes: safe with
+several worker processes). :meth:`failed_indices` reads that file, so the main
+process sees failures that happened inside workers; without a ``quarantine_path`` a
+private temporary file is used. Videos already listed in an existing quarantine file
+are not retried (they are served as zero clips at once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from momentlens.data.decode import open_video
+from momentlens.data.layout import VideoRecord
+from momentlens.data.sampling import (
+    clip_indices,
+    multi_clip_indices,
+    multi_segment_indices,
+    segment_indices,
+)
+from momentlens.data.transforms import ClipTransform
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("segments", "clip")
+
+
+class VideoDataset:
+    """A map-style dataset of video clips (a ``torch.utils.data.Dataset`` by protocol).
+
+    ``records``: from :func:`momentlens.data.layout.load_split` (``.records``).
+    ``sampler``: ``"segments"`` (``frames`` equally spaced segment frames, the 2D
+    model) or ``"clip"`` (``frames`` contiguous frames ``stride`` apart, the 3D model).
+    ``size``: crop side in pixels; ``resize``: short side before cropping (default
+    ``round(size * 128 / 112)``); ``crop``: training crop (``random``, ``multiscale``,
+    ``center``). ``num_clips`` > 1 (evaluation): that many views spread over the video.
+
+    ``__getitem__(i)`` returns ``(clip, label, i)``: ``clip`` is a torch ``uint8``
+    tensor ``(C, T, H, W)`` = ``(3, frames, size, size)`` with RGB pixels in
+    ``[0, 255]`` (``(num_clips, C, T, H, W)`` when ``num_clips > 1``), ``label`` an
+    ``int`` class index, ``i`` the item index.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        num_classes: int | None = None,
+        sampler: str = "clip",
+        frames: int = 16,
+        stride: int = 1,
+        train: bool = False,
+        size: int = 112,
+        resize: int | None = None,
+        backend: str = "auto",
+        seed: int = 0,
+        quarantine_path: str | os.PathLike[str] | None = None,
+        num_clips: int = 1,
+        crop: str = "random",
+        flip_p: float = 0.5,
+        decode_threads: int = 1,
+    ) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r}; choose from {SAMPLERS}")
+        if num_clips < 1 or frames < 1 or stride < 1:
+            raise ValueError("frames, stride and num_clips must be at least 1")
+        self.records = list(records)
+        self.num_classes = num_classes
+        self.sampler, self.frames, self.stride = sampler, frames, stride
+        self.train, self.num_clips = train, num_clips
+        self.backend, self.seed, self.epoch = backend, seed, 0
+        self.decode_threads = decode_threads
+        self.transform = ClipTransform(size=size, resize=resize, train=train, crop=crop,
+                                       flip_p=flip_p)
+        self.size = size
+        if quarantine_path is None:
+            fd, name = tempfile.mkstemp(prefix="momentlens-quarantine-", suffix=".jsonl")
+            os.close(fd)
+            quarantine_path = name
+        self.quarantine_path = Path(quarantine_path)
+        self._known_bad = {e["path"] for e in self._read_quarantine()}
+        self._logged: set[str] = set()
+        self.failed: set[int] = set()  # failures seen in *this* process
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds per-item randomness (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    # ------------------------------------------------------------------ sampling
+
+    def _indices(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        if self.num_clips > 1:
+            if self.sampler == "segments":
+                return multi_segment_indices(num_frames, self.frames, self.num_clips)
+            return multi_clip_indices(num_frames, self.frames, self.stride, self.num_clips)
+        if self.sampler == "segments":
+            return [segment_indices(num_frames, self.frames, self.train, rng)]
+        return [clip_indices(num_frames, self.frames, self.stride, self.train, rng)]
+
+    def _load(self, rec: VideoRecord, rng: np.random.Generator) -> np.ndarray:
+        """uint8 ``(N, T, size, size, 3)`` for the ``N`` views of one video."""
+        with open_video(rec.path, self.backend, threads=self.decode_threads) as reader:
+            views = self._indices(reader.num_frames, rng)
+            frames = reader.get_frames(np.concatenate(views))
+        n = len(views[0])
+        out = []
+        for v in range(len(views)):
+            # Views share the item's rng: training crops differ per view, eval is fixed.
+            out.append(self.transform(frames[v * n:(v + 1) * n], rng))
+        return np.stack(out)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        import torch
+
+        index = int(index)
+        rec = self.records[index]
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        key = str(rec.path)
+        if key in self._known_bad:
+            self.failed.add(index)
+            views = None
+        else:
+            try:
+                views = self._load(rec, rng)
+            except Exception as exc:  # never fatal: quarantine and substitute
+                self._quarantine(index, rec, exc)
+                views = None
+        if views is None:
+            shape = (self.num_clips, self.frames, self.size, self.size, 3)
+            views = np.zeros(shape, dtype=np.uint8)
+        # (N, T, H, W, C) -> (N, C, T, H, W) in numpy: one copy, no torch kernels
+        # (torch ops on tiny tensors cost milliseconds when its threads are contended).
+        clips = torch.from_numpy(np.ascontiguousarray(views.transpose(0, 4, 1, 2, 3)))
+        return (clips if self.num_clips > 1 else clips[0]), int(rec.label), index
+
+    # ------------------------------------------------------------------ failures
+
+    def _quarantine(self, index: int, rec: VideoRecord, exc: BaseException) -> None:
+        reason = str(exc) if str(rec.path) in str(exc) else f"{rec.path}: {exc}"
+        self.failed.add(index)
+        if str(rec.path) not in self._logged:
+            self._logged.add(str(rec.path))
+            log.warning("unreadable video replaced by a zero clip: %s", reason)
+        entry = {"index": index, "path": str(rec.path), "reason": reason,
+                 "epoch": self.epoch, "pid": os.getpid(), "time": round(time.time(), 3)}
+        line = (json.dumps(entry) + "\n").encode("utf-8")
+        self.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+        # O_APPEND + one write: lines from several workers never interleave.
+        fd = os.open(self.quarantine_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def _read_quarantine(self) -> list[dict]:
+        if not self.quarantine_path.is_file():
+            return []
+        entries = []
+        for line in self.quarantine_path.read_text(encoding="utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line after a crash
+        return entries
+
+    def failed_indices(self, epoch: int | None = None) -> set[int]:
+        """Indices whose video could not be read (in any worker), optionally only in
+        ``epoch``; includes videos quarantined by an earlier run that were served as
+        zero clips here."""
+        paths = {str(r.path): i for i, r in enumerate(self.records)}
+        out = set(self.failed)
+        for e in self._read_quarantine():
+            if (epoch is None or e.get("epoch") == epoch) and e.get("path") in paths:
+                out.add(paths[e["path"]])
+        if epoch is None:
+            out |= {paths[p] for p in self._known_bad if p in paths}
+        return out
+
+    def failure_report(self, epoch: int | None = None) -> str:
+        """One line for the end of an epoch, e.g. ``"3 of 1000 videos unreadable ..."``."""
+        n = len(self.failed_indices(epoch))
+        return (f"{n} of {len(self)} videos unreadable (zero clips used); "
+                f"see {self.quarantine_path}")

@@ -1,0 +1,323 @@
+"""Video readers behind one small protocol; backends are imported lazily.
+
+``open_video(path)`` returns a :class:`VideoReader`: ``num_frames``, ``fps``,
+``size`` = ``(H, W)`` and ``get_frames(indices) -> uint8 (T, H, W, 3)`` RGB in
+``[0, 255]``. Frame indices are 0-based decode-order positions in the video.
+
+Backends:
+
+``pyav`` (default)
+    Multi-threaded decode (``thread_type="AUTO"``; ``threads=1`` for one core per
+    DataLoader worker); decoding stops at the last needed frame; over every gap of at
+    least ``SEEK_MIN_SKIP`` frames between needed frames it seeks to the keyframe
+    before the next one (cheap for ``prepare``d copies, which have a short keyframe
+    interval; after a seek the frame index comes from the timestamp, assuming a
+    constant frame rate, with a fall-back to plain decoding from the start if the
+    timestamps disagree). Only the needed frames are converted to RGB.
+``torchcodec``
+    Optional (``pip install torchcodec==0.13.0``, the build that works with torch 2.13
+    CPU and Debian's FFmpeg libraries). Exact seeking.
+``frames``
+    A folder of JPEG frames ``image_00001.jpg ...`` (1-based names; frame index ``i``
+    is ``image_{i+1:05d}.jpg``). Its fps is read from an ``fps`` file in the folder when
+    present, else assumed to be 30.
+
+Frame counts: the container's count is used when it is present; when it is missing
+(0) the packets are counted (demuxing without decoding; exact for H.264 in mp4).
+When the header overstates the count (truncated files, common in real MiT data),
+decoding stops early: ``num_frames`` is then corrected to the number actually decoded
+and indices past the end are served by the last decoded frame, so a clip always has
+the length asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from momentlens.utils import MomentlensError
+
+FRAME_PATTERN = "image_{:05d}.jpg"
+DEFAULT_FRAMES_FPS = 30.0
+# Seek only when at least this many frames before the first needed one can be skipped:
+# below that, decoding through them is cheaper than flushing the decoder.
+SEEK_MIN_SKIP = 24
+
+
+class VideoDecodeError(MomentlensError):
+    """A video that cannot be read; the message names the file and the reason."""
+
+
+@runtime_checkable
+class VideoReader(Protocol):
+    num_frames: int
+    fps: float
+    size: tuple[int, int]
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> VideoReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class _Base:
+    path: Path
+
+    def __enter__(self) -> _Base:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def _check(self, indices: Sequence[int]) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            raise ValueError("get_frames needs at least one index")
+        if idx.min() < 0 or idx.max() >= self.num_frames:
+            raise IndexError(f"{self.path}: frame indices {idx.min()}..{idx.max()} outside "
+                             f"0..{self.num_frames - 1}")
+        return idx
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.path)!r}, num_frames={self.num_frames}, "
+                f"fps={self.fps:.3f}, size={self.size})")
+
+
+def _fail(path: Path, reason: str, exc: BaseException | None = None) -> VideoDecodeError:
+    detail = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+    return VideoDecodeError(f"{path}: {reason}{detail}")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise _fail(path, "file not found")
+    if path.is_file() and path.stat().st_size == 0:
+        raise _fail(path, "empty file (0 bytes)")
+
+
+# ----------------------------------------------------------------------------- PyAV
+
+
+class PyAVReader(_Base):
+    """PyAV reader. ``threads``: decoder threads (0 = FFmpeg's choice)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
+        import av
+
+        self.path = Path(path)
+        _check_file(self.path)
+        try:
+            self._container = av.open(str(self.path), mode="r")
+        except Exception as exc:  # FFmpeg raises many error types for bad input
+            raise _fail(self.path, "not a readable video container", exc) from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise _fail(self.path, "no video stream")
+        self._stream = stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.thread_count = threads
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self.fps = float(rate) if rate else 0.0
+        ctx = stream.codec_context
+        self.size = (int(ctx.height), int(ctx.width))
+        self.num_frames = int(stream.frames or 0)
+        if self.num_frames <= 0:
+            self.num_frames = self._count_packets()
+        if self.num_frames <= 0 or self.size[0] <= 0 or self.size[1] <= 0:
+            self.close()
+            raise _fail(self.path, "video stream has no frames")
+        self._start = stream.start_time if stream.start_time is not None else 0
+
+    def _count_packets(self) -> int:
+        try:
+            n = sum(1 for p in self._container.demux(self._stream) if p.size > 0)
+            self._container.seek(0)
+        except Exception as exc:
+            self.close()
+            raise _fail(self.path, "cannot read packets", exc) from exc
+        return n
+
+    def close(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
+            self._container = None
+
+    def _frame_index(self, frame: object) -> int:
+        # Only used after a seek: frame index from its timestamp (constant frame rate).
+        t = (frame.pts - self._start) * self._stream.time_base  # type: ignore[attr-defined]
+        return int(round(float(t) * self.fps))
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """RGB frames ``uint8 (T, H, W, 3)`` for ``indices`` (any order, repeats allowed)."""
+        idx = self._check(indices)
+        wanted = np.unique(idx)
+        if self._container is None:
+            raise _fail(self.path, "reader is closed")
+        try:
+            got = self._decode(wanted)
+        except VideoDecodeError:
+            raise
+        except Exception as exc:
+            raise _fail(self.path, f"decoding failed before frame {wanted[-1]}", exc) from exc
+        if not got:
+            raise _fail(self.path, "no frame could be decoded")
+        last = max(got)
+        if last < wanted[-1]:
+            # Header promised more frames than the stream holds: trust the decoder.
+            self.num_frames = last + 1
+        return np.stack([got[min(int(i), last)] if int(i) in got else got[last] for i in idx])
+
+    def _decode(self, wanted: np.ndarray) -> dict[int, np.ndarray]:
+        """Decode frames in order, seeking ahead over any gap of at least
+        ``SEEK_MIN_SKIP`` frames (timestamps give the index after a seek)."""
+        want = [int(i) for i in wanted]
+        if want[0] < SEEK_MIN_SKIP and (len(want) < 2 or np.diff(wanted).max() < SEEK_MIN_SKIP):
+            return self._decode_sequential(set(want), want[-1])
+        if self.fps <= 0:
+            return self._decode_sequential(set(want), want[-1])
+        got: dict[int, np.ndarray] = {}
+        stream, k = self._stream, 0
+        while k < len(want):
+            target = self._start + int(want[k] / self.fps / stream.time_base)
+            self._container.seek(target, stream=stream, backward=True, any_frame=False)
+            pos = -1
+            for frame in self._container.decode(stream):
+                if frame.pts is None:
+                    return self._decode_sequential(set(want), want[-1])
+                pos = self._frame_index(frame)
+                if pos > want[k]:  # timestamps unusable (seek overshot)
+                    return self._decode_sequential(set(want), want[-1])
+                if pos == want[k]:
+                    got[pos] = frame.to_ndarray(format="rgb24")
+                    while k < len(want) and want[k] == pos:
+                        k += 1
+                    if k == len(want) or want[k] - pos >= SEEK_MIN_SKIP:
+                        break
+            else:  # stream ended before want[k]
+                break
+        self._container.seek(0)
+        return got
+
+    def _decode_sequential(self, want: set[int], last: int) -> dict[int, np.ndarray]:
+        got: dict[int, np.ndarray] = {}
+        self._container.seek(0)
+        for i, frame in enumerate(self._container.decode(self._stream)):
+            if i in want:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= last:
+                break
+        return got
+
+
+# ----------------------------------------------------------------------------- torchcodec
+
+
+class TorchCodecReader(_Base):
+    """torchcodec reader (optional dependency)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
+        try:
+            from torchcodec.decoders import VideoDecoder
+        except ImportError as exc:
+            raise ImportError(
+                "the torchcodec backend needs torchcodec: pip install 'torchcodec==0.13.0' "
+                "(the build that works with torch 2.13 CPU and the system FFmpeg libraries), "
+                "or use backend='pyav'") from exc
+        self.path = Path(path)
+        _check_file(self.path)
+        try:
+            self._dec = VideoDecoder(str(self.path), device="cpu", seek_mode="exact",
+                                     num_ffmpeg_threads=threads)
+        except Exception as exc:
+            raise _fail(self.path, "not a readable video", exc) from exc
+        meta = self._dec.metadata
+        self.num_frames = int(meta.num_frames or 0)
+        self.fps = float(meta.average_fps or 0.0)
+        self.size = (int(meta.height or 0), int(meta.width or 0))
+        if self.num_frames <= 0:
+            raise _fail(self.path, "video stream has no frames")
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """RGB frames ``uint8 (T, H, W, 3)`` for ``indices`` (any order, repeats allowed)."""
+        idx = self._check(indices)
+        try:
+            batch = self._dec.get_frames_at(idx.tolist())
+        except Exception as exc:
+            raise _fail(self.path, "decoding failed", exc) from exc
+        return batch.data.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# ----------------------------------------------------------------------------- JPEG frames
+
+
+class FrameFolderReader(_Base):
+    """A folder of ``image_00001.jpg ...`` frames."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        from PIL import Image
+
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise _fail(self.path, "frame folder not found")
+        n = 0
+        while (self.path / FRAME_PATTERN.format(n + 1)).is_file():
+            n += 1
+        if n == 0:
+            raise _fail(self.path, f"no {FRAME_PATTERN.format(1)} in frame folder")
+        self.num_frames = n
+        fps_file = self.path / "fps"
+        self.fps = float(fps_file.read_text().strip()) if fps_file.is_file() else DEFAULT_FRAMES_FPS
+        try:
+            with Image.open(self.path / FRAME_PATTERN.format(1)) as img:
+                self.size = (img.height, img.width)
+        except Exception as exc:
+            raise _fail(self.path / FRAME_PATTERN.format(1), "unreadable JPEG frame", exc) from exc
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """RGB frames ``uint8 (T, H, W, 3)`` for ``indices`` (any order, repeats allowed)."""
+        from PIL import Image
+
+        idx = self._check(indices)
+        cache: dict[int, np.ndarray] = {}
+        for i in np.unique(idx).tolist():
+            file = self.path / FRAME_PATTERN.format(i + 1)
+            try:
+                with Image.open(file) as img:
+                    cache[i] = np.asarray(img.convert("RGB"))
+            except Exception as exc:
+                raise _fail(file, "unreadable JPEG frame", exc) from exc
+        return np.stack([cache[i] for i in idx.tolist()])
+
+
+# ----------------------------------------------------------------------------- entry point
+
+BACKENDS = ("auto", "pyav", "torchcodec", "frames")
+
+
+def open_video(path: str | os.PathLike[str], backend: str = "auto", threads: int = 0
+               ) -> VideoReader:
+    """Open ``path`` (a video file or a JPEG frame folder) for reading.
+
+    ``backend="auto"``: ``frames`` for a folder, else ``pyav``. ``threads``: decoder
+    threads for the video backends (0 = FFmpeg's choice). Raises
+    :class:`VideoDecodeError` naming the file and the reason for unreadable input.
+    """
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise MomentlensError(f"unknown decode backend {backend!r}; choose {', '.join(BACKENDS)}")
+    if backend == "frames" or (backend == "auto" and path.is_dir()):
+        return FrameFolderReader(path)
+    if backend == "torchcodec":
+        return TorchCodecReader(path, threads=threads)
+    return PyAVReader(path, threads=threads)

@@ -1,0 +1,303 @@
+"""Spatial transforms: pure functions on uint8 clips, plus normalisation on the device.
+
+Layout while transforming: a clip is a numpy ``uint8`` array ``(T, H, W, 3)`` (RGB,
+``[0, 255]``), the layout decoders return. Every function returns a new clip in the
+same layout and never opens files. :func:`to_tensor` turns the result into the model
+layout, a torch ``uint8`` tensor ``(C, T, H, W)``; pixels stay ``uint8`` until they
+reach the device, where :func:`normalize` converts a batch ``(B, C, T, H, W)`` to
+float.
+
+Resizing is bilinear with antialiasing (PIL). :class:`ClipTransform` composes the
+steps; it resamples each frame *once*, straight from the source pixels into the
+output crop (PIL's ``box`` argument), which equals "resize the short side, then
+crop" without resizing pixels that are thrown away. :class:`CropGeometry` records
+where the crop came from, so a map on the crop (a class activation map) can be put
+back on the source pixel grid with :meth:`CropGeometry.uncrop`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# 3D-ResNets-PyTorch's multi-scale corner crop: scales 1, 2^-1/4, 2^-2/4, ... (5 of them)
+# of the short side, at the centre or one of the four corners.
+MULTISCALE_SCALES: tuple[float, ...] = tuple(2 ** (-i / 4) for i in range(5))
+CORNER_POSITIONS: tuple[str, ...] = ("c", "tl", "tr", "bl", "br")
+
+
+def _pil_resize(frame: np.ndarray, out_hw: tuple[int, int],
+                box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.fromarray(frame)
+    # PIL boxes are (left, upper, right, lower) in source pixels.
+    pil_box = None if box is None else (box[1], box[0], box[3], box[2])
+    return np.asarray(img.resize((out_hw[1], out_hw[0]), Image.BILINEAR, box=pil_box))
+
+
+def resized_crop(clip: np.ndarray, box: tuple[float, float, float, float],
+                 out_hw: tuple[int, int]) -> np.ndarray:
+    """Resample the source region ``box = (y0, x0, y1, x1)`` (pixel edges, floats) of
+    every frame to ``out_hw``: ``(T, H, W, 3) -> (T, out_h, out_w, 3)``."""
+    return np.stack([_pil_resize(f, out_hw, box) for f in clip])
+
+
+def short_side_hw(src_hw: tuple[int, int], short: int) -> tuple[int, int]:
+    """Output ``(H, W)`` after resizing the short side of ``src_hw`` to ``short`` pixels."""
+    h, w = src_hw
+    if h <= w:
+        return short, max(1, round(w * short / h))
+    return max(1, round(h * short / w)), short
+
+
+def resize_short_side(clip: np.ndarray, short: int) -> np.ndarray:
+    """Resize every frame so its short side is ``short`` pixels, keeping the aspect."""
+    out_hw = short_side_hw(clip.shape[1:3], short)
+    if out_hw == tuple(clip.shape[1:3]):
+        return clip.copy()
+    return np.stack([_pil_resize(f, out_hw) for f in clip])
+
+
+def _need(clip: np.ndarray, size: int) -> None:
+    if clip.shape[1] < size or clip.shape[2] < size:
+        raise ValueError(f"clip {clip.shape[1]}x{clip.shape[2]} is smaller than the crop {size}")
+
+
+def center_crop(clip: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size x size`` square of every frame (rounding down to the top-left)."""
+    _need(clip, size)
+    y0, x0 = (clip.shape[1] - size) // 2, (clip.shape[2] - size) // 2
+    return clip[:, y0:y0 + size, x0:x0 + size].copy()
+
+
+def random_crop(clip: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size x size`` square at one uniformly random position, the same for all frames."""
+    _need(clip, size)
+    y0 = int(rng.integers(0, clip.shape[1] - size + 1))
+    x0 = int(rng.integers(0, clip.shape[2] - size + 1))
+    return clip[:, y0:y0 + size, x0:x0 + size].copy()
+
+
+def corner_box(src_hw: tuple[int, int], scale: float, position: str
+               ) -> tuple[float, float, float, float]:
+    """Box ``(y0, x0, y1, x1)`` of a square of side ``int(scale * short side)`` at
+    ``position`` (``c``, ``tl``, ``tr``, ``bl``, ``br``), as 3D-ResNets-PyTorch."""
+    h, w = src_hw
+    side = max(1, int(min(h, w) * scale))
+    y0 = {"t": 0, "b": h - side}.get(position[0], (h - side) / 2)
+    x0 = {"l": 0, "r": w - side}.get(position[-1], (w - side) / 2)
+    if position == "c":
+        y0, x0 = (h - side) / 2, (w - side) / 2
+    elif position not in CORNER_POSITIONS:
+        raise ValueError(f"position {position!r}; choose from {CORNER_POSITIONS}")
+    return (y0, x0, y0 + side, x0 + side)
+
+
+def multiscale_corner_crop(clip: np.ndarray, size: int, rng: np.random.Generator,
+                           scales: Sequence[float] = MULTISCALE_SCALES,
+                           positions: Sequence[str] = CORNER_POSITIONS) -> np.ndarray:
+    """3D-ResNets-PyTorch's multi-scale corner crop: pick a scale and a position at
+    random (once per clip), crop that square, resize it to ``size x size``."""
+    scale = float(scales[int(rng.integers(len(scales)))])
+    pos = positions[int(rng.integers(len(positions)))]
+    return resized_crop(clip, corner_box(clip.shape[1:3], scale, pos), (size, size))
+
+
+def hflip(clip: np.ndarray) -> np.ndarray:
+    """Mirror every frame left-right (the whole clip, so motion stays consistent)."""
+    return clip[:, :, ::-1].copy()
+
+
+def to_tensor(clip: np.ndarray) -> torch.Tensor:
+    """``uint8 (T, H, W, 3)`` numpy -> torch ``uint8 (C, T, H, W)`` (contiguous)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where an eval crop came from.
+
+    ``src_hw``: source frame ``(H, W)``; ``scale``: ``(sy, sx)`` = resized / source size
+    (the short-side resize); ``crop_box``: ``(y0, x0, h, w)`` of the crop in resized
+    pixels. Coordinates are continuous with pixel ``(i, j)`` covering
+    ``[i, i+1) x [j, j+1)``.
+    """
+
+    src_hw: tuple[int, int]
+    scale: tuple[float, float]
+    crop_box: tuple[int, int, int, int]
+
+    def source_box(self) -> tuple[float, float, float, float]:
+        """The crop's ``(y0, x0, y1, x1)`` in source pixel edges."""
+        y0, x0, h, w = self.crop_box
+        sy, sx = self.scale
+        return (y0 / sy, x0 / sx, (y0 + h) / sy, (x0 + w) / sx)
+
+    def to_source(self, y: np.ndarray | float, x: np.ndarray | float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop pixel coordinates (continuous, 0 = top/left edge) -> source coordinates."""
+        y0, x0, _, _ = self.crop_box
+        sy, sx = self.scale
+        return (np.asarray(y, dtype=np.float64) + y0) / sy, (np.asarray(x, dtype=np.float64) + x0) / sx
+
+    def uncrop(self, heatmap: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """A map ``(h', w')`` over the crop (any resolution, e.g. a 7x7 CAM) -> a
+        ``float32 (H_src, W_src)`` map on the source grid, bilinearly interpolated at
+        source pixel centres; source pixels outside the crop get ``fill``."""
+        hm = np.asarray(heatmap, dtype=np.float64)
+        if hm.ndim != 2:
+            raise ValueError(f"heatmap must be 2-D (h, w), got shape {hm.shape}")
+        y0, x0, h, w = self.crop_box
+        sy, sx = self.scale
+        # Source pixel centre -> crop coordinate -> heatmap cell coordinate.
+        cy = ((np.arange(self.src_hw[0]) + 0.5) * sy - y0) / h
+        cx = ((np.arange(self.src_hw[1]) + 0.5) * sx - x0) / w
+        out = _interp(_interp(hm, cy * hm.shape[0] - 0.5, 0), cx * hm.shape[1] - 0.5, 1)
+        inside = ((cy >= 0) & (cy < 1))[:, None] & ((cx >= 0) & (cx < 1))[None, :]
+        return np.where(inside, out, fill).astype(np.float32)
+
+
+def _interp(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    n = a.shape[axis]
+    c = np.clip(coords, 0, n - 1)
+    i0 = np.clip(np.floor(c).astype(int), 0, max(n - 2, 0))
+    t = c - i0 if n > 1 else np.zeros_like(c)
+    i1 = np.minimum(i0 + 1, n - 1)
+    a0, a1 = np.take(a, i0, axis=axis), np.take(a, i1, axis=axis)
+    shape = [1, 1]
+    shape[axis] = -1
+    return a0 * (1 - t.reshape(shape)) + a1 * t.reshape(shape)
+
+
+def eval_geometry(src_hw: tuple[int, int], resize_short: int, crop: int) -> CropGeometry:
+    """Geometry of "resize the short side to ``resize_short``, centre-crop ``crop``"."""
+    rh, rw = short_side_hw(src_hw, resize_short)
+    if min(rh, rw) < crop:
+        raise ValueError(f"resize {resize_short} is smaller than the crop {crop}")
+    y0, x0 = (rh - crop) // 2, (rw - crop) // 2
+    return CropGeometry(tuple(src_hw), (rh / src_hw[0], rw / src_hw[1]), (y0, x0, crop, crop))
+
+
+# ----------------------------------------------------------------------------- composition
+
+TRAIN_CROPS = ("random", "multiscale", "center")
+
+
+@dataclass
+class ClipTransform:
+    """Spatial transform of a clip ``uint8 (T, H, W, 3)`` -> ``uint8 (T, size, size, 3)``.
+
+    Evaluation: resize the short side to ``resize`` (default ``round(size * 128/112)``,
+    i.e. 128 for the paper's 112 crop), centre crop ``size``. Training: ``crop``
+    ``"random"`` (resize, then a random ``size`` square), ``"multiscale"`` (3D-ResNets'
+    multi-scale corner crop of the source) or ``"center"`` (the paper: resize, centre
+    crop), then a horizontal flip of the whole clip with probability ``flip_p``.
+    """
+
+    size: int = 112
+    resize: int | None = None
+    train: bool = False
+    crop: str = "random"
+    flip_p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.resize is None:
+            self.resize = round(self.size * 128 / 112)
+        if self.resize < self.size:
+            raise ValueError(f"resize ({self.resize}) must be at least size ({self.size})")
+        if self.crop not in TRAIN_CROPS:
+            raise ValueError(f"crop={self.crop!r}; choose from {TRAIN_CROPS}")
+
+    def geometry(self, src_hw: tuple[int, int]) -> CropGeometry:
+        """Crop geometry of the evaluation transform for a source of size ``src_hw``."""
+        return eval_geometry(src_hw, int(self.resize), self.size)
+
+    def __call__(self, clip: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        src_hw = clip.shape[1:3]
+        out_hw = (self.size, self.size)
+        if not self.train:
+            return resized_crop(clip, self.geometry(src_hw).source_box(), out_hw)
+        rng = rng if rng is not None else np.random.default_rng()
+        if self.crop == "multiscale":
+            out = multiscale_corner_crop(clip, self.size, rng)
+        else:
+            geo = self.geometry(src_hw)
+            if self.crop == "random":
+                rh, rw = round(src_hw[0] * geo.scale[0]), round(src_hw[1] * geo.scale[1])
+                y0 = int(rng.integers(0, rh - self.size + 1))
+                x0 = int(rng.integers(0, rw - self.size + 1))
+                geo = CropGeometry(geo.src_hw, geo.scale, (y0, x0, self.size, self.size))
+            out = resized_crop(clip, geo.source_box(), out_hw)
+        if self.flip_p > 0 and rng.random() < self.flip_p:
+            out = hflip(out)
+        return out
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+@dataclass(frozen=True)
+class NormPreset:
+    """``(x / 255 - mean) / std`` when ``value_scale == 1`` (pixels on [0, 1]),
+    ``(x - mean) / std`` when ``value_scale == 255`` (pixels on [0, 255])."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    value_scale: int
+
+
+NORM_PRESETS: dict[str, NormPreset] = {
+    # torchvision / timm ImageNet weights
+    "imagenet": NormPreset((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1),
+    # 3D-ResNets-PyTorch (2017 code) means on [0, 255], no std
+    "kinetics_255": NormPreset((110.63666788, 103.16065604, 96.29023126), (1.0, 1.0, 1.0), 255),
+    "activitynet_255": NormPreset((114.7748, 107.7354, 99.4750), (1.0, 1.0, 1.0), 255),
+    # 3D-ResNets-PyTorch (2020 code, mean.py) mean/std on [0, 1]
+    "kinetics_01": NormPreset((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737), 1),
+    "activitynet_01": NormPreset((0.4477, 0.4209, 0.3906), (0.2767, 0.2695, 0.2714), 1),
+    # plain [0, 1] pixels
+    "none": NormPreset((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1),
+    # the paper: subtract the dataset's own mean (``momentlens stats``), pass mean=...
+    "dataset": NormPreset((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 255),
+}
+
+
+def normalize(x: torch.Tensor, preset: str = "imagenet", mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None) -> torch.Tensor:
+    """uint8 pixels -> float32 normalised input, on ``x``'s device.
+
+    ``x``: torch ``uint8`` tensor with channels (RGB) in dimension 1: ``(B, C, T, H, W)``
+    or ``(B, C, H, W)``. ``preset``: a key of :data:`NORM_PRESETS`. ``mean`` / ``std``
+    override the preset's, in its units (``[0, 255]`` for ``*_255`` and ``dataset``,
+    ``[0, 1]`` otherwise); ``preset="dataset"`` requires ``mean`` (from
+    ``momentlens stats``, the ``mean_255`` values).
+    """
+    import torch
+
+    if preset not in NORM_PRESETS:
+        raise ValueError(f"unknown normalisation preset {preset!r}; choose from "
+                         f"{', '.join(NORM_PRESETS)}")
+    if preset == "dataset" and mean is None:
+        raise ValueError("preset 'dataset' needs mean= (per-channel, on [0, 255])")
+    if x.ndim not in (4, 5) or x.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, T, H, W) or (B, 3, H, W), got {tuple(x.shape)}")
+    p = NORM_PRESETS[preset]
+    m = torch.tensor(mean if mean is not None else p.mean, dtype=torch.float32, device=x.device)
+    s = torch.tensor(std if std is not None else p.std, dtype=torch.float32, device=x.device)
+    shape = (1, 3) + (1,) * (x.ndim - 2)
+    # One multiply-add: (x * vs / 255 - m) / s == x * (vs / (255 * s)) - m / s
+    a = (p.value_scale / (255.0 * s)).view(shape)
+    b = (m / s).view(shape)
+    return x.to(torch.float32) * a - b

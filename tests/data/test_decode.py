@@ -1,0 +1,107 @@
+"""Decoding: real mp4 files written and read back, broken inputs, optional torchcodec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from momentlens.data.decode import VideoDecodeError, VideoReader, open_video
+
+
+@pytest.fixture
+def broken(tmp_path, vids):
+    return vids.write_broken_set(tmp_path / "b")
+
+
+def test_pyav_metadata_and_frames(tmp_path, vids):
+    path = vids.write_test_video(tmp_path / "v.mp4", 30, 32, 48)
+    with open_video(path) as r:
+        assert isinstance(r, VideoReader)
+        assert (r.num_frames, r.size) == (30, (32, 48)) and r.fps == pytest.approx(30)
+        out = r.get_frames([5, 1, 1, 29, 0])
+    assert out.dtype == np.uint8 and out.shape == (5, 32, 48, 3)
+    assert [vids.frame_id(f) for f in out] == [5, 1, 1, 29, 0]
+    np.testing.assert_array_equal(out[1], out[2])
+
+
+@pytest.mark.parametrize("gop", [None, 4])
+def test_seek_gives_same_frames_as_sequential(tmp_path, vids, gop):
+    path = vids.write_test_video(tmp_path / "v.mp4", 60, gop=gop)
+    with open_video(path) as r:
+        late = r.get_frames([40, 45, 59])  # far enough in to seek
+        early = r.get_frames([0, 40])  # decoded from the start
+    assert [vids.frame_id(f) for f in late] == [40, 45, 59]
+    np.testing.assert_array_equal(late[0], early[1])
+
+
+def test_seek_over_several_gaps(tmp_path, vids):
+    path = vids.write_test_video(tmp_path / "v.mp4", 100, gop=4)
+    with open_video(path) as r:
+        out = r.get_frames([99, 5, 40, 70, 71, 40])
+    assert [vids.frame_id(f) for f in out] == [99, 5, 40, 70, 71, 40]
+
+
+def test_out_of_range_indices(tmp_path, vids):
+    with open_video(vids.write_test_video(tmp_path / "v.mp4", 8)) as r:
+        with pytest.raises(IndexError, match="outside 0..7"):
+            r.get_frames([8])
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("zero", "empty file"),
+    ("truncated", "not a readable video container"),
+    ("text", "not a readable video container"),
+    ("audio", "no video stream"),
+])
+def test_unreadable_inputs_name_file_and_reason(broken, name, reason):
+    with pytest.raises(VideoDecodeError) as info:
+        open_video(broken[name])
+    assert str(broken[name]) in str(info.value) and reason in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoDecodeError, match="file not found"):
+        open_video(tmp_path / "nope.mp4")
+
+
+def test_one_frame_and_odd_size(broken, vids):
+    with open_video(broken["one_frame"]) as r:
+        assert r.num_frames == 1
+        assert r.get_frames([0, 0, 0]).shape == (3, 32, 32, 3)
+    with open_video(broken["odd"]) as r:
+        assert r.size == (97, 173)
+        out = r.get_frames([7, 3])
+    assert out.shape == (2, 97, 173, 3) and [vids.frame_id(f) for f in out] == [7, 3]
+
+
+def test_frame_folder_backend(tmp_path, vids):
+    from PIL import Image
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i, f in enumerate(vids.frames_for(5, 16, 24)):
+        Image.fromarray(f).save(folder / f"image_{i + 1:05d}.jpg", quality=95)
+    (folder / "fps").write_text("25\n")
+    with open_video(folder) as r:
+        assert (r.num_frames, r.size, r.fps) == (5, (16, 24), 25.0)
+        assert [vids.frame_id(f) for f in r.get_frames([4, 0, 4])] == [4, 0, 4]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VideoDecodeError, match="no image_00001.jpg"):
+        open_video(empty)
+
+
+def test_unknown_backend(tmp_path):
+    from momentlens.utils import MomentlensError
+
+    with pytest.raises(MomentlensError, match="unknown decode backend"):
+        open_video(tmp_path / "x.mp4", backend="opencv")
+
+
+def test_torchcodec_matches_pyav(tmp_path, vids):
+    pytest.importorskip("torchcodec", reason="optional backend torchcodec not installed")
+    path = vids.write_test_video(tmp_path / "v.mp4", 20, gop=5)
+    with open_video(path, "torchcodec") as tc, open_video(path, "pyav") as av:
+        assert (tc.num_frames, tc.size) == (av.num_frames, av.size)
+        idx = [19, 3, 3, 10]
+        np.testing.assert_array_equal(tc.get_frames(idx), av.get_frames(idx))
