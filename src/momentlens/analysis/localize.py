@@ -1,0 +1,176 @@
+"""How well class activation maps localise the action: pointing game and IoU.
+
+Boxes are ``(x0, y0, x1, y1)`` in source pixels, end-exclusive (pixel ``(y, x)`` is in
+the box when ``x0 <= x < x1`` and ``y0 <= y < y1``), the layout of the synthetic
+dataset's ``boxes.json``. Heat maps are ``(H, W)`` on the same pixel grid (a
+:class:`~momentlens.analysis.cam.VideoCAM` heat map is).
+
+* **Pointing game** (Zhang et al., 2016): a hit when the map's maximum lies inside the
+  box grown by ``tolerance`` pixels on every side (default 0: strictly inside). When
+  the maximum is a plateau (bilinear upsampling holds the edge value flat beyond the
+  outermost feature centres), the point is the centroid of the plateau, so ties do
+  not favour the top-left corner.
+* **IoU**: the map is min-max scaled to ``[0, 1]`` and thresholded at ``threshold``
+  (a fraction of its range, 0.5 by default); the score is the IoU of that pixel set
+  with the box's pixel set (not of bounding boxes, so a scattered map is penalised).
+
+A constant map (no localisation at all) is a miss with IoU 0. Frames whose box is
+empty (object outside the frame) are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from momentlens.utils import MomentlensError
+
+BOXES_FILE = "boxes.json"
+
+
+def _box(box: Sequence[float]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    return x0, y0, x1, y1
+
+
+def peak(heatmap: np.ndarray) -> tuple[float, float] | None:
+    """``(y, x)`` pixel coordinates of the map's maximum (plateau centroid); ``None``
+    for a constant or non-finite map."""
+    hm = np.asarray(heatmap, dtype=np.float64)
+    if hm.ndim != 2:
+        raise ValueError(f"heatmap must be (H, W), got shape {hm.shape}")
+    if not np.isfinite(hm).all():
+        return None
+    top, low = hm.max(), hm.min()
+    if top - low <= 1e-12 * max(1.0, abs(top)):
+        return None
+    ys, xs = np.nonzero(hm >= top - 1e-6 * (top - low))
+    return float(ys.mean()), float(xs.mean())
+
+
+def pointing_game(heatmap: np.ndarray, box: Sequence[float], tolerance: int = 0) -> bool:
+    """True when the map's maximum pixel ``(H, W)`` falls inside ``box`` (module doc)."""
+    p = peak(heatmap)
+    if p is None:
+        return False
+    x0, y0, x1, y1 = _box(box)
+    y, x = int(round(p[0])), int(round(p[1]))
+    return (x0 - tolerance <= x < x1 + tolerance) and (y0 - tolerance <= y < y1 + tolerance)
+
+
+def cam_mask(heatmap: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Boolean ``(H, W)``: pixels at or above ``threshold`` of the map's min-max range."""
+    hm = np.asarray(heatmap, dtype=np.float64)
+    lo, hi = hm.min(), hm.max()
+    if not np.isfinite(hm).all() or hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return np.zeros(hm.shape, dtype=bool)
+    return (hm - lo) >= threshold * (hi - lo)
+
+
+def box_mask(shape: tuple[int, int], box: Sequence[float]) -> np.ndarray:
+    """Boolean ``(H, W)`` mask of an end-exclusive box, clipped to the frame."""
+    x0, y0, x1, y1 = _box(box)
+    mask = np.zeros(shape, dtype=bool)
+    mask[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
+    return mask
+
+
+def box_iou(heatmap: np.ndarray, box: Sequence[float], threshold: float = 0.5) -> float:
+    """IoU of the thresholded map's pixels with the box's pixels, in ``[0, 1]``."""
+    cam = cam_mask(heatmap, threshold)
+    gt = box_mask(cam.shape, box)
+    union = np.count_nonzero(cam | gt)
+    return float(np.count_nonzero(cam & gt) / union) if union else 0.0
+
+
+def _empty(box: Sequence[float]) -> bool:
+    x0, y0, x1, y1 = _box(box)
+    return x1 <= x0 or y1 <= y0
+
+
+def score_video(cam: Any, boxes: np.ndarray, threshold: float = 0.5, tolerance: int = 0
+                ) -> tuple[float, float, int] | None:
+    """Mean pointing hit rate and IoU over the frames of one VideoCAM.
+
+    ``boxes``: ``(N_video, 4)`` boxes of *every* frame of the video, picked with
+    ``cam.frame_indices``. Returns ``(pointing, iou, frames scored)``, or ``None``
+    when no sampled frame has a box.
+    """
+    boxes = np.asarray(boxes)
+    hits, ious = [], []
+    for hm, fi in zip(cam.heatmaps, cam.frame_indices):
+        if fi >= len(boxes) or _empty(boxes[fi]):
+            continue
+        hits.append(pointing_game(hm, boxes[fi], tolerance))
+        ious.append(box_iou(hm, boxes[fi], threshold))
+    if not hits:
+        return None
+    return float(np.mean(hits)), float(np.mean(ious)), len(hits)
+
+
+def score_localization(cams: Sequence[Any], boxes_by_frame: Sequence[np.ndarray],
+                       class_names: Sequence[str], threshold: float = 0.5,
+                       tolerance: int = 0) -> dict[str, Any]:
+    """Pointing game and IoU, averaged over sampled frames, then over videos.
+
+    ``cams[i]``: a VideoCAM of video ``i``; ``boxes_by_frame[i]``: that video's
+    ``(N_video, 4)`` boxes for every source frame; ``class_names[i]``: its true class
+    (the grouping key of ``per_class``). Returns ``{"pointing", "iou", "videos",
+    "per_class": {name: {"pointing", "iou", "n"}}}``; ``n`` counts scored videos.
+    Videos without any box on their sampled frames are left out.
+    """
+    if not (len(cams) == len(boxes_by_frame) == len(class_names)):
+        raise ValueError("cams, boxes_by_frame and class_names must have the same length")
+    per: dict[str, list[tuple[float, float]]] = {}
+    for cam, boxes, name in zip(cams, boxes_by_frame, class_names):
+        scored = score_video(cam, boxes, threshold, tolerance)
+        if scored is not None:
+            per.setdefault(str(name), []).append(scored[:2])
+    everything = [v for vals in per.values() for v in vals]
+    out: dict[str, Any] = {
+        "pointing": float(np.mean([v[0] for v in everything])) if everything else float("nan"),
+        "iou": float(np.mean([v[1] for v in everything])) if everything else float("nan"),
+        "videos": len(everything),
+        "per_class": {
+            name: {"pointing": float(np.mean([v[0] for v in vals])),
+                   "iou": float(np.mean([v[1] for v in vals])), "n": len(vals)}
+            for name, vals in sorted(per.items())
+        },
+    }
+    return out
+
+
+_BOX_CACHE: dict[tuple[str, float], dict[str, Any]] = {}
+
+
+def read_boxes_file(data_root: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``boxes.json`` of a dataset folder (cached while the file is unchanged)."""
+    path = Path(data_root) / BOXES_FILE
+    if not path.is_file():
+        raise MomentlensError(f"{path} not found: localisation needs ground-truth boxes "
+                              "(the synthetic dataset writes them)")
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _BOX_CACHE:
+        try:
+            _BOX_CACHE[key] = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise MomentlensError(f"{path} is not valid JSON: {exc}") from None
+    return _BOX_CACHE[key]
+
+
+def load_boxes(data_root: str | os.PathLike[str], split: str, rel_path: str | os.PathLike[str]
+               ) -> np.ndarray | None:
+    """Boxes ``int64 (N_video, 4)`` ``(x0, y0, x1, y1)`` of one video, or ``None`` when
+    ``boxes.json`` does not list it. ``rel_path`` is relative to the split folder
+    (``<class>/<file>.mp4``) or to the dataset root (``<split>/<class>/<file>.mp4``)."""
+    videos = read_boxes_file(data_root).get("videos", {})
+    rel = Path(rel_path).as_posix()
+    key = rel if rel.startswith(f"{split}/") else f"{split}/{rel}"
+    if key not in videos:
+        return None
+    return np.asarray(videos[key], dtype=np.int64).reshape(-1, 4)

@@ -1,0 +1,180 @@
+"""Matplotlib figures for evaluations and comparisons (PNG, Agg backend, no windows).
+
+Every ``fig_*`` function returns a ``Figure``; ``save_png`` writes it atomically and
+``png_bytes`` renders it in memory for the HTML report. Figures are closed after
+rendering so long runs do not accumulate them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: never open a window, works without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from momentlens.utils import atomic_path  # noqa: E402
+
+DPI = 100
+_A_COLOR, _B_COLOR = "#4C72B0", "#DD8452"
+# No timestamps or version strings in the PNG, so equal data give equal bytes.
+_PNG_META = {"Software": None}
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """Render ``fig`` to PNG bytes and close it."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, metadata=_PNG_META)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def save_png(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Write ``fig`` as PNG to ``path`` atomically and close it."""
+    data = png_bytes(fig)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _sort_by_accuracy(names: Sequence[str], top1: np.ndarray, top5: np.ndarray) -> list[int]:
+    # Best first: top-1, then top-5, then name; classes without videos are left out.
+    keep = [i for i in range(len(names)) if not np.isnan(top1[i])]
+    return sorted(keep, key=lambda i: (-top1[i], -top5[i], names[i]))
+
+
+def fig_per_class_bars(
+    names: Sequence[str], top1: np.ndarray, top5: np.ndarray, title: str = ""
+) -> Figure:
+    """Horizontal bars of per-class top-1 and top-5 accuracy, sorted by accuracy (best on top)."""
+    order = _sort_by_accuracy(names, np.asarray(top1, float), np.asarray(top5, float))
+    n = max(len(order), 1)
+    fig, ax = plt.subplots(figsize=(7.5, min(2.0 + 0.17 * n, 60.0)))
+    y = np.arange(len(order))
+    ax.barh(y, [top5[i] * 100 for i in order], color="#C9D7EA", label="top-5")
+    ax.barh(y, [top1[i] * 100 for i in order], height=0.5, color=_A_COLOR, label="top-1")
+    ax.set_yticks(y, [names[i] for i in order], fontsize=7 if n > 40 else 9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title(title or "Per-class accuracy")
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+_BINS = np.linspace(0.0, 100.0, 21)
+
+
+def fig_top5_histogram(top5: np.ndarray, title: str = "") -> Figure:
+    """Histogram of per-class top-5 accuracy (the paper's Figures 2 and 3)."""
+    vals = np.asarray(top5, float)
+    vals = vals[~np.isnan(vals)] * 100
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.hist(vals, bins=_BINS, color=_A_COLOR, edgecolor="white")
+    ax.set_xlabel("top-5 accuracy of a class (%)")
+    ax.set_ylabel("classes")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title or "Top-5 accuracy distribution per class")
+    fig.tight_layout()
+    return fig
+
+
+def confused_classes(pairs: Sequence[dict], names: Sequence[str], limit: int = 20) -> list[int]:
+    """Indices of the classes named in ``pairs`` (most confused first), at most ``limit``."""
+    index = {n: i for i, n in enumerate(names)}
+    chosen: list[int] = []
+    for pair in pairs:
+        for key in ("actual", "predicted"):
+            i = index[pair[key]]
+            if i not in chosen and len(chosen) < limit:
+                chosen.append(i)
+    return chosen
+
+
+def fig_confusion_heatmap(
+    cm: np.ndarray, names: Sequence[str], classes: Sequence[int], title: str = ""
+) -> Figure:
+    """Row-normalised confusion matrix restricted to ``classes`` (rows actual, columns predicted).
+
+    Rows are normalised by the class's full row total, so a cell reads like the
+    ``freq`` column of the most-confused table.
+    """
+    cm = np.asarray(cm, float)
+    idx = list(classes)
+    k = max(len(idx), 1)
+    fig, ax = plt.subplots(figsize=(min(3.0 + 0.42 * k, 14.0), min(2.6 + 0.4 * k, 13.0)))
+    if idx:
+        totals = cm.sum(axis=1)[idx]
+        sub = cm[np.ix_(idx, idx)] / np.where(totals > 0, totals, 1)[:, None]
+        im = ax.imshow(sub, cmap="Blues", vmin=0.0, vmax=max(float(sub.max()), 1e-9))
+        labels = [names[i] for i in idx]
+        ax.set_xticks(range(len(idx)), labels, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(idx)), labels, fontsize=8)
+        if len(idx) <= 20:
+            for (r, c), v in np.ndenumerate(sub):
+                if v > 0:
+                    ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if v > 0.6 * sub.max() else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of actual class")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+    else:
+        ax.text(0.5, 0.5, "no confusions", ha="center", va="center")
+        ax.set_axis_off()
+    ax.set_title(title or "Most confused classes")
+    fig.tight_layout()
+    return fig
+
+
+def fig_top5_histograms_overlaid(
+    top5_a: np.ndarray, top5_b: np.ndarray, name_a: str, name_b: str
+) -> Figure:
+    """Two per-class top-5 histograms on one axis, for comparing models."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for vals, name, color in ((top5_a, name_a, _A_COLOR), (top5_b, name_b, _B_COLOR)):
+        v = np.asarray(vals, float)
+        ax.hist(v[~np.isnan(v)] * 100, bins=_BINS, alpha=0.55, color=color, label=name,
+                edgecolor="white")
+    ax.set_xlabel("top-5 accuracy of a class (%)")
+    ax.set_ylabel("classes")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Top-5 accuracy distribution per class")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def fig_difference_bars(
+    names: Sequence[str], diff1: np.ndarray, diff5: np.ndarray, name_a: str, name_b: str,
+    top: int = 15,
+) -> Figure:
+    """Per-class accuracy differences (B - A), the ``top`` largest each way, top-1 and top-5."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, min(2.2 + 0.3 * 2 * top, 14.0)))
+    for ax, diff, label in ((axes[0], diff1, "top-1"), (axes[1], diff5, "top-5")):
+        d = np.asarray(diff, float)
+        valid = [i for i in range(len(names)) if not np.isnan(d[i]) and d[i] != 0]
+        pos = sorted((i for i in valid if d[i] > 0), key=lambda i: (-d[i], names[i]))[:top]
+        neg = sorted((i for i in valid if d[i] < 0), key=lambda i: (d[i], names[i]))[:top]
+        order = pos + neg[::-1]
+        y = np.arange(len(order))
+        ax.barh(y, [d[i] * 100 for i in order],
+                color=[_B_COLOR if d[i] > 0 else _A_COLOR for i in order])
+        ax.set_yticks(y, [names[i] for i in order], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(f"{label} difference, {name_b} - {name_a} (points)")
+        ax.set_title(f"{label}: right = {name_b} better")
+        if not order:
+            ax.text(0.5, 0.5, "no differences", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,210 @@
+"""Class activation maps: hand-computed values, time alignment, crop undoing, every model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from momentlens.analysis.cam import (
+    cam_forward,
+    cam_from_features,
+    class_activation_maps,
+    grad_cam,
+    temporal_evidence,
+    video_cam,
+    video_cams,
+)
+from momentlens.data.encode import write_video
+from momentlens.engine.checkpoint import load_model, save_model_file
+from momentlens.models.base import VideoClassifier
+from momentlens.models.registry import create_model, list_models
+from momentlens.utils import MomentlensError
+
+
+class FixedFeatures(VideoClassifier):
+    """A model whose last convolutional map is a given tensor ``(C, T', H', W')``."""
+
+    def __init__(self, features: torch.Tensor, num_classes: int = 3) -> None:
+        super().__init__()
+        self.register_buffer("maps", features)
+        self.fc = nn.Linear(features.shape[0], num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps[None].expand(x.shape[0], *self.maps.shape)
+
+
+def test_cam_equals_hand_computed_map() -> None:
+    # Two channels on a 1 x 2 x 2 grid, hand-picked weights.
+    f = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]], [[[0.0, 1.0], [0.0, -1.0]]]])
+    model = FixedFeatures(f)
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[1.0, 0.0], [2.0, -3.0], [0.5, 0.5]]))
+        model.fc.bias.copy_(torch.tensor([0.0, 1.0, -2.0]))
+    logits, feats = cam_forward(model, torch.zeros(1, 3, 1, 8, 8))
+    cam = cam_from_features(model, feats, 1)
+    # class 1: 2 * c0 - 3 * c1
+    expected = torch.tensor([[[[2.0, 1.0], [6.0, 11.0]]]])
+    torch.testing.assert_close(cam, expected)
+    # the logit is the map's mean plus the bias
+    assert logits[0, 1].item() == pytest.approx(expected.mean().item() + 1.0)
+    # a per-item class choice
+    both = cam_from_features(model, torch.cat([feats, feats]), torch.tensor([0, 2]))
+    torch.testing.assert_close(both[0], f[0])
+    torch.testing.assert_close(both[1], 0.5 * (f[0] + f[1]))
+
+
+def test_upsampling_is_centre_aligned_in_space() -> None:
+    f = torch.zeros(1, 1, 2, 2)
+    f[0, 0, 1, 1] = 1.0  # bottom-right cell
+    model = FixedFeatures(f, num_classes=1)
+    with torch.no_grad():
+        model.fc.weight.fill_(1.0)
+    cam = class_activation_maps(model, torch.zeros(1, 3, 1, 8, 8), 0)[0, 0]
+    assert cam.shape == (8, 8)
+    # cell (1, 1) covers pixels 4..7; its centre (pixel 5.5) and beyond hold the full value
+    assert cam[6:, 6:].min().item() == pytest.approx(1.0)
+    assert cam[:2, :2].max().item() == pytest.approx(0.0)
+    # pixel p sits at cell coordinate (p + 0.5) / 4 - 0.5: 0.375 for p = 3, 0.625 for p = 4
+    assert cam[3, 3].item() == pytest.approx(0.375 ** 2)
+    assert cam[4, 4].item() == pytest.approx(0.625 ** 2)
+    assert cam[4, 7].item() == pytest.approx(0.625)
+
+
+def test_last_temporal_slice_maps_to_last_frames() -> None:
+    # 4 time slices summarising 16 frames: evidence only in the last slice.
+    f = torch.zeros(1, 4, 1, 1)
+    f[0, 3] = 1.0
+    model = FixedFeatures(f, num_classes=1)
+    with torch.no_grad():
+        model.fc.weight.fill_(1.0)
+        model.fc.bias.zero_()
+    cam = class_activation_maps(model, torch.zeros(1, 3, 16, 4, 4), 0)[0, :, 0, 0]
+    assert cam.shape == (16,)
+    # slice 3 is centred between frames 13 and 14; frames 14, 15 hold its value
+    np.testing.assert_allclose(cam[14:].numpy(), 1.0)
+    assert cam[:10].abs().max().item() == 0.0  # frames of slices 0..2 untouched
+    assert cam.argmax().item() >= 12
+    assert cam[10].item() < cam[11].item() < cam[12].item() < cam[13].item()
+    ev = temporal_evidence(model, model.forward_features(torch.zeros(1, 3, 16, 4, 4)), 0, 16)
+    torch.testing.assert_close(ev[0], cam)  # 1x1 space, no bias: evidence == map
+
+
+# One small model per family (2D ResNet, 3D ResNet, 3D ResNeXt, bottleneck); the deep
+# variants share the same classes and would only add seconds.
+FAMILIES = [n for n in ("r2d18", "r2d50", "r3d10", "rx3d50") if n in list_models()]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_model_cam_mean_plus_bias_is_logit(name: str) -> None:
+    torch.manual_seed(1)
+    model = create_model(name, num_classes=3, width=0.125, frames=4, size=32).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        logits, feats = cam_forward(model, x)
+        low = cam_from_features(model, feats, torch.tensor([2, 0]))
+        full = class_activation_maps(model, x, torch.tensor([2, 0]))
+        ev = temporal_evidence(model, feats, torch.tensor([2, 0]))
+    bias = model.classifier.bias[[2, 0]]
+    torch.testing.assert_close(low.mean(dim=(1, 2, 3)) + bias, logits[[0, 1], [2, 0]],
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ev.mean(dim=1), logits[[0, 1], [2, 0]], rtol=1e-4, atol=1e-4)
+    assert full.shape == (2, 4, 32, 32)
+
+
+def test_grad_cam_is_relu_of_cam_scaled() -> None:
+    torch.manual_seed(2)
+    model = create_model("r3d10", num_classes=3, width=0.125, frames=8, size=32).eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        _, feats = cam_forward(model, x)
+        cam = cam_from_features(model, feats, 1)
+    g = grad_cam(model, x, 1, out_thw=(None, None, None))
+    n = feats.shape[2] * feats.shape[3] * feats.shape[4]
+    torch.testing.assert_close(g, torch.relu(cam) / n, rtol=1e-4, atol=1e-6)
+    assert grad_cam(model, x, 1).shape == (1, 8, 32, 32)
+
+
+# ----------------------------------------------------------------------------- videos
+
+
+class PeakModel(VideoClassifier):
+    """Features = the clip's red channel pooled 4x4: the CAM peaks where the frame is red."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+            self.fc.bias.zero_()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool3d(x[:, :1], (1, 4, 4))
+
+
+def _meta(**input_over: object) -> dict:
+    spec = {"sampler": "clip", "frames": 4, "stride": 1, "size": 32, "resize": 40, "norm": "none"}
+    spec.update(input_over)
+    return {"classes": ["red", "blue"], "input": spec}
+
+
+def test_undoing_crop_and_resize_puts_the_peak_back(tmp_path: Path) -> None:
+    h, w = 97, 173  # odd, non-square source
+    frames = np.zeros((6, h, w, 3), dtype=np.uint8)
+    cy, cx = 60, 95  # inside the centre crop (source x 44..129 for resize 40 / crop 32)
+    frames[:, cy - 6:cy + 7, cx - 6:cx + 7, 0] = 255
+    path = tmp_path / "red" / "v.mp4"
+    path.parent.mkdir()
+    write_video(path, frames, fps=10, pix_fmt="yuv444p", crf=0)
+    cam = video_cam(PeakModel(), _meta(), path, "red")
+    assert cam.heatmaps.shape == (4, h, w) and cam.heatmaps.dtype == np.float32
+    assert cam.frames.shape == (4, h, w, 3)
+    np.testing.assert_array_equal(cam.frame_indices, [1, 2, 3, 4])
+    for hm in cam.heatmaps:
+        py, px = np.unravel_index(np.argmax(hm), hm.shape)
+        # one feature cell is 4 crop px = 4 / 0.412 ~ 10 source px: the peak must be
+        # within half a cell of the red square's centre
+        assert abs(py - cy) <= 5 and abs(px - cx) <= 5, (py, px)
+    # outside the crop: the map's minimum, never a peak
+    assert cam.heatmaps[0, :, :10].max() == pytest.approx(cam.heatmaps[0].min())
+    assert cam.class_name == "red" and cam.class_index == 0
+    assert cam.probs.shape == (2,) and cam.probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert cam.fps == pytest.approx(10.0)
+
+
+def test_video_cams_topk_true_class_and_frames(tmp_path: Path) -> None:
+    frames = np.zeros((20, 40, 48, 3), dtype=np.uint8)
+    frames[..., 2] = 200
+    path = tmp_path / "v.mp4"
+    write_video(path, frames, fps=10)
+    meta = _meta(sampler="segments", frames=8)
+    maps = video_cams(PeakModel(), meta, path, class_names=["red"], topk=2, frames=3)
+    assert [m.class_name for m in maps[:2]] == [maps[0].classes[i]
+                                               for i in np.argsort(-maps[0].probs)]
+    assert maps[2].class_name == "red"
+    assert all(m.heatmaps.shape == (3, 40, 48) for m in maps)
+    np.testing.assert_array_equal(maps[0].frame_indices, [1, 11, 18])  # segments 0, 4, 7
+    with pytest.raises(MomentlensError, match="red, blue"):
+        video_cam(PeakModel(), meta, path, "green")
+
+
+def test_video_cam_with_a_saved_model(tmp_path: Path) -> None:
+    model = create_model("r3d10", num_classes=4, width=0.125, frames=8, size=32)
+    meta = {"model": "r3d10", "num_classes": 4,
+            "options": {"width": 0.125, "frames": 8, "size": 32},
+            "classes": ["a", "b", "c", "d"],
+            "input": {"sampler": "clip", "frames": 8, "stride": 2, "size": 32, "resize": 36,
+                      "norm": "imagenet"}}
+    save_model_file(tmp_path / "m.safetensors", model, meta)
+    loaded, meta2 = load_model(tmp_path / "m.safetensors")
+    rng = np.random.default_rng(0)
+    path = tmp_path / "v.mp4"
+    write_video(path, rng.integers(0, 255, (30, 36, 50, 3), dtype=np.uint8), fps=15)
+    cam = video_cam(loaded, meta2, path)
+    assert cam.class_index == cam.predicted_index
+    assert cam.heatmaps.shape == (8, 36, 50)
+    np.testing.assert_array_equal(np.diff(cam.frame_indices), 2)
+    assert np.isfinite(cam.heatmaps).all() and cam.evidence.shape == (8,)
