@@ -1,0 +1,95 @@
+"""A plain dict registry of model builders, keyed by the builder's function name.
+
+``create_model("rx3d101", num_classes=200, width=0.5)`` calls ``resnet3d.rx3d101``.
+Every builder takes ``num_classes`` and keyword options and returns a
+:class:`~momentlens.models.base.VideoClassifier`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from momentlens.utils import MomentlensError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MODELS: dict[str, Callable[..., Any]] = {}
+_FAMILY_MODULES = ("momentlens.models.resnet2d", "momentlens.models.resnet3d")
+
+
+def register_model(fn: F) -> F:
+    """Decorator: add ``fn`` to the registry under ``fn.__name__``."""
+    name = fn.__name__
+    if name in _MODELS and _MODELS[name] is not fn:
+        raise ValueError(f"model {name!r} is registered twice")
+    _MODELS[name] = fn
+    return fn
+
+
+def _load_families() -> None:
+    # The builders register themselves when their module is imported.
+    import importlib
+
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, 2D first, then 3D, in registration order."""
+    _load_families()
+    return list(_MODELS)
+
+
+def get_builder(name: str) -> Callable[..., Any]:
+    """The builder function for ``name``; a :class:`MomentlensError` names close matches."""
+    _load_families()
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise MomentlensError(
+            f"unknown model {name!r}{hint}; available: {', '.join(_MODELS)}")
+    return _MODELS[name]
+
+
+def model_options(name: str) -> list[str]:
+    """The keyword options ``create_model(name, ...)`` accepts (besides ``pretrained``)."""
+    # A builder is annotated with the class it returns; that class's keyword-only
+    # constructor arguments are the options.
+    cls = typing.get_type_hints(get_builder(name))["return"]
+    params = inspect.signature(cls.__init__).parameters
+    return [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def create_model(name: str, num_classes: int, pretrained: str | None = None,
+                 **options: Any) -> Any:
+    """Build a registered model.
+
+    name:        a name from :func:`list_models`, e.g. ``"r2d50"``, ``"r3d18"``, ``"rx3d101"``.
+    num_classes: size of the classifier output.
+    pretrained:  optional path of a local checkpoint, loaded with
+                 :func:`momentlens.models.weights.load_pretrained` (a class-count
+                 mismatch re-initialises only the classifier). Nothing is downloaded.
+    options:     family options such as ``width``, ``shortcut``, ``style``, ``frames``,
+                 ``size``, ``norm``, ``no_max_pool``, ``conv1_t_size``; an unknown
+                 option is an error that lists the allowed ones.
+    """
+    builder = get_builder(name)
+    allowed = model_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise MomentlensError(
+            f"model {name!r} has no option {', '.join(unknown)}; allowed: "
+            f"{', '.join(allowed + ['pretrained'])}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise MomentlensError(f"num_classes must be a positive integer, got {num_classes!r}")
+    model = builder(num_classes, **options)
+    if pretrained:
+        from momentlens.models.weights import load_pretrained
+
+        report = load_pretrained(model, pretrained)
+        model.load_report = report
+    return model
