@@ -55,11 +55,376 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- compare
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two evaluation folders: per-class differences and a paired test",
+        description="Compare two evaluations of the same classes (folders written by "
+        "`momentlens evaluate`): per-class top-1/top-5 differences (B - A), the classes where "
+        "each is better, the confusions both share, and a McNemar test of top-1 correctness "
+        "over the videos both scored. Writes comparison.json and plots into --out.",
+    )
+    p.add_argument("eval_a", help="evaluation folder A (the baseline)")
+    p.add_argument("eval_b", help="evaluation folder B")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--names", nargs=2, metavar=("A", "B"), default=None,
+                   help="display names (default: the model recorded in each metrics.json)")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from momentlens.analysis import compare
+
+    name_a, name_b = args.names or (None, None)
+    comp = compare.compare_evaluations(args.eval_a, args.eval_b, args.out, name_a, name_b)
+    print(compare.describe(comp))
+    print(f"wrote {args.out}/{compare.COMPARISON_FILE} and plots")
+    return 0
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write one self-contained HTML report from evaluation folders",
+        description="Write a single HTML page (images embedded, no network needed) with the "
+        "headline table, per-class plots, most-confused tables, comparisons of every later "
+        "evaluation with the first, and example top-5 predictions.",
+    )
+    p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="evaluation folders")
+    p.add_argument("--out", required=True, help="output HTML file")
+    p.add_argument("--title", default="momentlens evaluation report")
+    p.add_argument("--examples", type=int, default=6, help="example videos to show")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from momentlens.analysis import report
+
+    report.write_report(args.eval_dirs, args.out, title=args.title,
+                        num_examples=args.examples)
+    return 0
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="list the registered models with parameter count and GFLOPs",
+        description="List every registered model with its parameter count and multiply-adds "
+        "(GFLOPs, conv and linear layers) for one clip at its default input, computed on "
+        "the meta device. Class counts default to the reference pretraining (1000 for 2D, "
+        "400 for 3D) so the numbers compare with the published ones.",
+    )
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier size to count with (default: 1000 for 2D, 400 for 3D)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    import json
+
+    from momentlens.models import flops
+
+    costs = flops.all_costs(args.num_classes)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in costs], indent=2))
+    else:
+        print(flops.format_table(costs))
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a 2D or 3D model on a dataset folder",
+        description="Train a model. Settings come from defaults, then --config FILE.yaml, "
+        "then the flags below, then --set key=value; the resolved settings are written to "
+        "RUN_DIR/config.yaml. Under torchrun, runs DistributedDataParallel.",
+    )
+    p.add_argument("--data", help="dataset folder (Moments-in-Time layout or class folders)")
+    p.add_argument("--out", help="run folder (checkpoints, metrics.jsonl, tensorboard/)")
+    p.add_argument("--config", help="flat YAML recipe, e.g. configs/synth/r3d_tiny.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting; repeatable")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue RUN_DIR from its last checkpoint, with its saved settings")
+    p.add_argument("--model")
+    p.add_argument("--frames", type=int)
+    p.add_argument("--size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--pretrained", help="local weight file (torchvision, 3D-ResNets-PyTorch, ...)")
+    p.add_argument("--finetune", help="fc, last_stage or all")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deterministic", action="store_const", const=True, default=None,
+                   help="bit-for-bit reproducible (slower)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from momentlens.engine import config as C
+    from momentlens.engine import train as T
+
+    flags = {k: getattr(args, k) for k in (
+        "data", "out", "model", "frames", "size", "epochs", "batch_size", "lr", "workers",
+        "device", "pretrained", "finetune", "seed", "deterministic")}
+    if args.resume:
+        saved = T.config_of_run(args.resume)
+        base = {k: v for k, v in saved.to_dict().items()}
+        base.update({k: v for k, v in flags.items() if v is not None})
+        base["out"] = str(Path(args.resume))
+        cfg = C.load_config(None, base, args.set)
+    else:
+        cfg = C.load_config(args.config, flags, args.set)
+    result = T.run(cfg, resume=bool(args.resume))
+    if result.get("stopped"):
+        return 130
+    if "best_top1" in result and result["best_top1"] >= 0:
+        print(f"best validation top-1 {100 * result['best_top1']:.1f}%; run folder "
+              f"{result['run_dir']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- check / prepare / stats
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check", help="probe every video of a dataset and report problems",
+        description="Decode every video of a dataset in parallel and report unreadable "
+        "files, zero-frame and too-short videos, odd fps or sizes and label problems "
+        "(with file and line). Exit status 1 when anything was found.")
+    p.add_argument("data_dir", help="dataset folder (MiT release, class folders or path,label CSV)")
+    p.add_argument("--split", action="append", default=None,
+                   help="split to check (repeatable; default: every split found)")
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = one per CPU core)")
+    p.add_argument("--json", default=None, help="write the full report to this JSON file")
+    p.add_argument("--min-frames", type=int, default=16, help="fewer decodable frames is 'too short'")
+    p.add_argument("--min-size", type=int, default=112, help="a smaller short side is 'small'")
+    p.add_argument("--fps", type=float, default=None, help="expected fps (default: the median)")
+    p.set_defaults(func=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from momentlens.data import check
+    from momentlens.utils import write_json_atomic
+
+    report = check.check_dataset(args.data_dir, args.split, workers=args.workers,
+                                 min_frames=args.min_frames, min_size=args.min_size, fps=args.fps)
+    if args.json:
+        write_json_atomic(args.json, report)
+    print(check.describe_check(report))
+    return 0 if report["ok"] else 1
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare", help="make a faster copy of a dataset (smaller H.264 or JPEG frames)",
+        description="Copy a dataset once, in the same layout, into videos that are fast to "
+        "read: re-encoded H.264 with a short keyframe interval, or extracted JPEG frames. "
+        "Resumable: rerun after an interruption and finished files are skipped.")
+    p.add_argument("data_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--mode", choices=("video", "frames"), default="video")
+    p.add_argument("--short-side", type=int, default=128, help="short side in pixels (never upscaled)")
+    p.add_argument("--gop", type=int, default=8, help="keyframe interval in frames (video mode)")
+    p.add_argument("--crf", type=int, default=23, help="H.264 quality (video mode; lower is better)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (frames mode)")
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = one per CPU core)")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from momentlens.data import prepare
+
+    summary = prepare.prepare_dataset(
+        args.data_dir, args.out_dir, mode=args.mode, short_side=args.short_side,
+        workers=args.workers, gop=args.gop, crf=args.crf, quality=args.quality)
+    print(prepare.describe_prepare(summary))
+    return 1 if summary["failed"] else 0
+
+
+def _add_stats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stats", help="per-channel pixel mean and std of a dataset (for mean subtraction)",
+        description="Per-channel RGB mean and std over evenly spaced frames of a sample of "
+        "videos, on [0, 255] and [0, 1]; use mean_255 with the 'dataset' normalisation.")
+    p.add_argument("data_dir")
+    p.add_argument("--split", default="training")
+    p.add_argument("--max-videos", type=int, default=500)
+    p.add_argument("--frames", type=int, default=8, help="frames per video")
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = one per CPU core)")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.set_defaults(func=_run_stats)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from momentlens.data import check
+    from momentlens.utils import write_json_atomic
+
+    stats = check.dataset_stats(args.data_dir, args.split, max_videos=args.max_videos,
+                                frames_per_video=args.frames, workers=args.workers)
+    if args.json:
+        write_json_atomic(args.json, stats)
+    print(check.describe_stats(stats))
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate / predict
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a trained model on a dataset split; write metrics and plots",
+        description="Video-level results average softmax scores over N clips x M crops per "
+        "video. Writes metrics.json, per_class.csv, confusions.csv, predictions.csv and plots "
+        "to EVAL_DIR; unreadable videos are counted and listed.",
+    )
+    p.add_argument("model", help="run folder (its best checkpoint) or model.safetensors")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--out", required=True, help="evaluation folder to write")
+    p.add_argument("--clips", type=int, default=1, help="clips per video (1 = the paper)")
+    p.add_argument("--crops", type=int, default=1, help="crops per clip (1 = centre)")
+    p.add_argument("--cam", action="store_true",
+                   help="also score class activation maps against boxes.json (pointing game, IoU)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from momentlens.engine import evaluate as E
+
+    metrics = E.evaluate(args.model, args.data, args.out, split=args.split, clips=args.clips,
+                         crops=args.crops, batch_size=args.batch_size, workers=args.workers,
+                         device=args.device, cam=args.cam)
+    E.print_summary(metrics, args.out)
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-k classes of new videos",
+                       description="Print the top-k classes with probabilities for each video "
+                       "(files, or folders searched recursively).")
+    p.add_argument("model", help="run folder or model.safetensors")
+    p.add_argument("videos", nargs="+", help="video files or folders")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--clips", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from momentlens.engine import evaluate as E
+
+    results = E.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
+                        device=args.device)
+    print(E.format_predictions(results, as_json=args.json))
+    return 1 if any("error" in r for r in results) else 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="reproduce the paper's 2D-vs-3D study end to end on synthetic data",
+        description="Generate the synthetic Moments-format dataset, train a 2D frame-averaging "
+        "model and a 3D model from scratch, evaluate and compare them, score their class "
+        "activation maps, and write DIR/report.html. Minutes on a laptop CPU.",
+    )
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--quick", action="store_true", help="smaller settings for a first look")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from momentlens import demo
+
+    demo.run(args.out, device=args.device, quick=args.quick, seed=args.seed)
+    return 0
+
+
+# --------------------------------------------------------------------------- cam
+
+
+def _add_cam(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cam", help="class activation maps of one video over space and time",
+        description="Maps the class evidence of a trained model over the sampled frames of "
+        "VIDEO. Writes to DIR: cam.gif and cam.mp4 (map overlaid, top-5 predictions), "
+        "contact_sheet.png (frames, CAM of the top-1 class, CAM of the true class when "
+        "known), evidence.png/.csv (class evidence over time), cam.npz (heatmaps K x H x W "
+        "at the video's resolution, frame_indices, class_index, class_name) and cam.json.",
+    )
+    p.add_argument("model", help="run folder (its best checkpoint) or model.safetensors")
+    p.add_argument("video", help="video file")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="class_name", metavar="NAME",
+                       help="map this class instead of the top-1 prediction")
+    which.add_argument("--topk", type=int, default=1, metavar="K",
+                       help="contact-sheet rows for the K most probable classes (default 1)")
+    p.add_argument("--true-class", metavar="NAME",
+                   help="true class (default: the video's folder name, if it is a class)")
+    p.add_argument("--frames", type=int, metavar="N",
+                   help="maps for N of the model's input frames, evenly spread (default: all)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_cam)
+
+
+def _run_cam(args: argparse.Namespace) -> int:
+    from momentlens.analysis.camviz import run_cam
+
+    print(f"momentlens cam: mapping {args.video} ...", file=sys.stderr)
+    result = run_cam(args.model, args.video, args.out, class_name=args.class_name,
+                     topk=args.topk, frames=args.frames, true_class=args.true_class,
+                     device=args.device)
+    top = "  ".join(f"{n} {p:.3f}" for n, p in result["top5"])
+    print(f"top-5: {top}")
+    print(f"mapped class: {result['class_name']}; true class: {result['true_class'] or 'unknown'}")
+    for name in result["files"].values():
+        print(f"wrote {args.out}/{name}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 # Subcommands in the order --help lists them. Later modules add their pair here.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo,
     _add_synth,
+    _add_check,
+    _add_prepare,
+    _add_stats,
+    _add_compare,
+    _add_report,
+    _add_models,
+    _add_train,
+    _add_evaluate,
+    _add_predict,
+    _add_cam,
 ]
 
 
