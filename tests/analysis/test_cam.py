@@ -99,7 +99,7 @@ FAMILIES = [n for n in ("r2d18", "r2d50", "r3d10", "rx3d50") if n in list_models
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_every_model_cam_mean_plus_bias_is_logit(name: str) -> None:
+def test_each_family_cam_mean_plus_bias_is_logit(name: str) -> None:
     torch.manual_seed(1)
     model = create_model(name, num_classes=3, width=0.125, frames=4, size=32).eval()
     x = torch.randn(2, 3, 4, 32, 32)

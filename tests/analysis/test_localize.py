@@ -36,12 +36,25 @@ def test_pointing_game_inside_edges_and_tolerance() -> None:
     assert not pointing_game(np.ones((30, 40)), box)  # a flat map points nowhere
 
 
-def test_plateau_peak_is_its_centroid() -> None:
+def test_plateau_peak_is_its_pixel_nearest_the_centre() -> None:
     hm = np.zeros((10, 10))
-    hm[6:9, 2:7] = 5.0  # rows 6..8, columns 2..6
-    assert peak(hm) == (7.0, 4.0)
-    assert pointing_game(hm, (3, 6, 6, 9))
-    assert not pointing_game(hm, (0, 0, 3, 3))  # the plateau's first pixel, not its centre
+    hm[6:9, 2:7] = 5.0  # rows 6..8, columns 2..6; frame centre (4.5, 4.5)
+    assert peak(hm) == (6.0, 4.0)
+    assert pointing_game(hm, (3, 6, 6, 7))
+    assert not pointing_game(hm, (0, 0, 3, 3))  # the plateau's first pixel is not the point
+
+
+def test_coarse_edge_cell_points_at_its_centre() -> None:
+    """A 2x2 map upsampled to 64x64: the top-left cell's value fills the top-left
+    quadrant up to its centre (16, 16); the point is that centre, not the corner."""
+    import torch
+
+    low = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    hm = torch.nn.functional.interpolate(low, size=(64, 64), mode="bilinear",
+                                         align_corners=False)[0, 0].numpy()
+    assert peak(hm) == (15.0, 15.0)
+    assert pointing_game(hm, (10, 10, 22, 22))  # an object around the cell centre
+    assert not pointing_game(hm, (0, 0, 8, 8))  # not the frame corner
 
 
 def test_box_iou_hand_computed() -> None:

@@ -66,3 +66,13 @@ def save(tmp_path):
         torch.save(obj, path)
         return path
     return _save
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The test models are tiny: extra intra-op threads only add synchronisation, and
+    # on a busy 2-core machine they triple the run time. Restored after each test.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

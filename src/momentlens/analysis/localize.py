@@ -7,9 +7,12 @@ dataset's ``boxes.json``. Heat maps are ``(H, W)`` on the same pixel grid (a
 
 * **Pointing game** (Zhang et al., 2016): a hit when the map's maximum lies inside the
   box grown by ``tolerance`` pixels on every side (default 0: strictly inside). When
-  the maximum is a plateau (bilinear upsampling holds the edge value flat beyond the
-  outermost feature centres), the point is the centroid of the plateau, so ties do
-  not favour the top-left corner.
+  the maximum is a plateau, the point is the plateau pixel nearest the frame centre.
+  Plateaus come from upsampling: beyond the outermost feature-cell centres the edge
+  value is held flat out to the crop border, so the maximal *edge cell* shows up as a
+  plateau whose innermost pixel is that cell's centre, the position the evidence
+  belongs to. (A centroid or the first pixel would push the point towards the border
+  and turn a coarse but correct map into a miss.)
 * **IoU**: the map is min-max scaled to ``[0, 1]`` and thresholded at ``threshold``
   (a fraction of its range, 0.5 by default); the score is the IoU of that pixel set
   with the box's pixel set (not of bounding boxes, so a scattered map is penalised).
@@ -39,8 +42,8 @@ def _box(box: Sequence[float]) -> tuple[int, int, int, int]:
 
 
 def peak(heatmap: np.ndarray) -> tuple[float, float] | None:
-    """``(y, x)`` pixel coordinates of the map's maximum (plateau centroid); ``None``
-    for a constant or non-finite map."""
+    """``(y, x)`` pixel indices of the map's maximum (of a plateau: the pixel nearest
+    the frame centre, module doc); ``None`` for a constant or non-finite map."""
     hm = np.asarray(heatmap, dtype=np.float64)
     if hm.ndim != 2:
         raise ValueError(f"heatmap must be (H, W), got shape {hm.shape}")
@@ -50,7 +53,9 @@ def peak(heatmap: np.ndarray) -> tuple[float, float] | None:
     if top - low <= 1e-12 * max(1.0, abs(top)):
         return None
     ys, xs = np.nonzero(hm >= top - 1e-6 * (top - low))
-    return float(ys.mean()), float(xs.mean())
+    cy, cx = (hm.shape[0] - 1) / 2, (hm.shape[1] - 1) / 2
+    i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))  # first of equals: deterministic
+    return float(ys[i]), float(xs[i])
 
 
 def pointing_game(heatmap: np.ndarray, box: Sequence[float], tolerance: int = 0) -> bool:

@@ -21,6 +21,7 @@ from torch import nn
 
 from momentlens.models.base import InputSpec, VideoClassifier
 from momentlens.models.registry import register_model
+from momentlens.utils import MomentlensError
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -80,15 +81,18 @@ class ResNet2D(VideoClassifier):
     Input ``(B, 3, K, H, W)``, ImageNet-normalised pixels in ``[0, 1]``; output
     ``(B, num_classes)``. ``width`` scales every channel count (1.0 = torchvision).
     The default input record is K = 4 frames (the paper) of 224 x 224 (ImageNet
-    resolution, where the pretrained weights work best).
+    resolution, where the pretrained weights work best). ``last_stride`` 1 halves the
+    stride of ``layer4`` (finer CAMs, same state-dict keys).
     """
 
     reference_num_classes = 1000
 
     def __init__(self, block: type[BasicBlock2d | Bottleneck2d], layers: tuple[int, ...],
                  num_classes: int, *, width: float = 1.0, frames: int = 4, size: int = 224,
-                 norm: str = "imagenet") -> None:
+                 norm: str = "imagenet", last_stride: int = 2) -> None:
         super().__init__()
+        if last_stride not in (1, 2):
+            raise MomentlensError(f"last_stride={last_stride!r} is not allowed; choose 1 or 2")
         self.input_spec = InputSpec(frames=frames, size=size, pixel_range=1.0, norm=norm)
         planes = [max(1, int(p * width)) for p in (64, 128, 256, 512)]
         self.inplanes = planes[0]
@@ -99,7 +103,8 @@ class ResNet2D(VideoClassifier):
         self.layer1 = self._make_layer(block, planes[0], layers[0], stride=1)
         self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
         self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
-        self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
+        # last_stride=1: finer class activation maps with the same weights (see resnet3d).
+        self.layer4 = self._make_layer(block, planes[3], layers[3], stride=last_stride)
         self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

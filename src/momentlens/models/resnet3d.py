@@ -81,14 +81,14 @@ class ZeroPadShortcut(nn.Module):
     ``functools.partial``).
     """
 
-    def __init__(self, cout: int, stride: int) -> None:
+    def __init__(self, cout: int, stride: int | tuple[int, int, int]) -> None:
         super().__init__()
         self.cout = cout
-        self.stride = stride
+        self.stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.stride
-        out = x[:, :, ::s, ::s, ::s]
+        st, sh, sw = self.stride
+        out = x[:, :, ::st, ::sh, ::sw]
         pad = self.cout - out.shape[1]
         return F.pad(out, (0, 0, 0, 0, 0, 0, 0, pad)) if pad > 0 else out
 
@@ -170,7 +170,8 @@ class ResNet3D(VideoClassifier):
     module docstring); ``cardinality`` (ResNeXt groups, 32); ``conv1_t_size`` and
     ``conv1_t_stride`` (stem temporal kernel and stride, 7 and 1); ``no_max_pool``;
     ``t_pad`` 'zeros' (reference) or 'replicate' (for inflation, see
-    :class:`ReplicateTimeConv3d`); ``frames``, ``size``, ``norm`` for ``input_spec``.
+    :class:`ReplicateTimeConv3d`); ``frames``, ``size``, ``norm`` for ``input_spec``;
+    ``last_stride`` 1 halves the spatial stride of ``layer4`` (finer CAMs, same keys).
     ``forward_features`` returns ``(B, C, T/16, H/32, W/32)`` with the default stem
     and max-pool (``(B, C, T/8, H/16, W/16)`` with ``no_max_pool``), sizes rounded up.
     """
@@ -181,9 +182,11 @@ class ResNet3D(VideoClassifier):
                  shortcut: str | None = None, style: str = "2018", cardinality: int = 32,
                  conv1_t_size: int = 7, conv1_t_stride: int = 1, no_max_pool: bool = False,
                  t_pad: str = "zeros", frames: int = 16, size: int = 112,
-                 norm: str | None = None) -> None:
+                 norm: str | None = None, last_stride: int = 2) -> None:
         super().__init__()
         _check_choice("style", style, STYLES)
+        if last_stride not in (1, 2):
+            raise MomentlensError(f"last_stride={last_stride!r} is not allowed; choose 1 or 2")
         _check_choice("t_pad", t_pad, TEMPORAL_PADDINGS)
         if shortcut is None:
             shortcut = shallow_shortcut if style == "2018" else "B"
@@ -206,7 +209,10 @@ class ResNet3D(VideoClassifier):
         self.layer1 = self._make_layer(block, planes[0], layers[0], 1, opts)
         self.layer2 = self._make_layer(block, planes[1], layers[1], 2, opts)
         self.layer3 = self._make_layer(block, planes[2], layers[2], 2, opts)
-        self.layer4 = self._make_layer(block, planes[3], layers[3], 2, opts)
+        # last_stride=1 keeps the last stage at the spatial resolution of the one before
+        # (time is still halved): twice finer class activation maps, same weights.
+        stride4 = 2 if last_stride == 2 else (2, 1, 1)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], stride4, opts)
         self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -215,7 +221,7 @@ class ResNet3D(VideoClassifier):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int,
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: Any,
                     opts: dict[str, Any]) -> nn.Sequential:
         cout = planes * block.expansion
         downsample: nn.Module | None = None
