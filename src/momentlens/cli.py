@@ -304,6 +304,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crops", type=int, default=1, help="crops per clip (1 = centre)")
     p.add_argument("--cam", action="store_true",
                    help="also score class activation maps against boxes.json (pointing game, IoU)")
+    p.add_argument("--cam-videos", type=int, default=0, metavar="N",
+                   help="with --cam: score the first N videos of each class (0 = all)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -315,7 +317,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     metrics = E.evaluate(args.model, args.data, args.out, split=args.split, clips=args.clips,
                          crops=args.crops, batch_size=args.batch_size, workers=args.workers,
-                         device=args.device, cam=args.cam)
+                         device=args.device, cam=args.cam,
+                         cam_videos_per_class=args.cam_videos)
     E.print_summary(metrics, args.out)
     return 0
 

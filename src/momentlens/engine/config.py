@@ -1,0 +1,216 @@
+"""Training settings: one dataclass, filled from a flat YAML file, then flags, then ``--set``.
+
+No inheritance between recipes and no code in them: a recipe is a flat mapping of the
+field names below. Every value is checked, and an unknown key or a bad value is an
+error that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from momentlens.utils import MomentlensError, write_text_atomic
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "sampler": ("auto", "segments", "clip"),
+    "finetune": ("all", "last_stage", "fc"),
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("none", "step", "cosine", "plateau"),
+    "device": ("auto", "cpu", "cuda"),
+    "amp": ("auto", "bf16", "off"),
+    "norm": ("auto", "imagenet", "kinetics_255", "activitynet_255", "kinetics_01", "none"),
+    "backend": ("auto", "pyav", "torchcodec", "frames"),
+    "style": ("2018", "2020"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Written back as ``RUN_DIR/config.yaml``."""
+
+    # data
+    data: str = ""
+    train_split: str = "training"
+    val_split: str = "validation"
+    backend: str = "auto"
+    # model and input
+    model: str = "r3d18"
+    width: float = 1.0
+    style: str = "2018"  # 3D models: layout defaults of 3D-ResNets-PyTorch's 2018 or 2020 code
+    last_stride: int = 2  # spatial stride of the last stage; 1 = twice finer CAMs
+    frames: int = 16
+    size: int = 112
+    resize: int = 0  # short side before cropping; 0: size * 8 / 7 (128 for 112)
+    stride: int = 1  # temporal stride of a clip, in source frames
+    sampler: str = "auto"  # segments for 2D models, clip for 3D models
+    norm: str = "auto"  # the model's own preset
+    pretrained: str = ""  # local weight file; never downloaded
+    finetune: str = "all"
+    # optimisation (paper section 5.1: SGD, momentum 0.9, weight decay 0.001)
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_size: int = 10  # epochs between decays, for schedule=step
+    gamma: float = 0.1
+    plateau_patience: int = 2
+    label_smoothing: float = 0.0
+    accum_steps: int = 1
+    clip_grad: float = 0.0  # max gradient norm; 0 = off
+    # speed
+    workers: int = 2
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    cache_features: bool = False  # finetune=fc only: train the head on cached features
+    sync_bn: bool = False
+    # validation and checkpoints
+    val_every: int = 1  # epochs; 0 = only at the end
+    val_clips: int = 1
+    save_every: int = 0  # also keep the checkpoint of every N-th epoch; 0 = last and best
+    checkpoint_steps: int = 0  # also save 'last' every N optimiser steps; 0 = per epoch
+    max_steps_per_epoch: int = 0  # 0 = the whole training split
+    # reproducibility
+    seed: int = 0
+    deterministic: bool = False
+    # bookkeeping
+    out: str = ""
+    notes: str = field(default="", metadata={"help": "free text kept with the run"})
+
+    def validate(self) -> TrainConfig:
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                raise MomentlensError(
+                    f"bad value {value!r} for '{key}'; allowed: {', '.join(allowed)}")
+        positive = ["frames", "size", "stride", "epochs", "batch_size", "accum_steps", "val_clips"]
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise MomentlensError(f"'{key}' must be at least 1, got {getattr(self, key)}")
+        non_negative = ["lr", "weight_decay", "label_smoothing", "clip_grad", "warmup_epochs",
+                        "workers", "save_every", "checkpoint_steps", "max_steps_per_epoch",
+                        "resize", "val_every"]
+        for key in non_negative:
+            if getattr(self, key) < 0:
+                raise MomentlensError(f"'{key}' must not be negative, got {getattr(self, key)}")
+        if self.last_stride not in (1, 2):
+            raise MomentlensError(f"bad value {self.last_stride!r} for 'last_stride'; allowed: 1, 2")
+        if not 0 < self.width <= 4:
+            raise MomentlensError(f"'width' must be in (0, 4], got {self.width}")
+        if not 0 <= self.label_smoothing < 1:
+            raise MomentlensError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
+        if self.cache_features and self.finetune != "fc":
+            raise MomentlensError("'cache_features' needs finetune=fc (a frozen trunk)")
+        return self
+
+    @property
+    def resolved_resize(self) -> int:
+        return self.resize or round(self.size * 8 / 7)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _field_type(name: str) -> type:
+    hint = typing.get_type_hints(TrainConfig)[name]
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no optional fields yet
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    if key not in _FIELDS:
+        close = [k for k in _FIELDS if k.startswith(key[:3])]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise MomentlensError(f"unknown setting '{key}' in {source}{hint}; "
+                              f"known settings: {', '.join(_FIELDS)}")
+    kind = _field_type(key)
+    if isinstance(value, str) and kind is not str:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        value = parsed
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise TypeError  # nan/inf would only surface later, as a NaN loss
+            return float(value)
+        if kind is str:
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        pass
+    else:  # pragma: no cover
+        return value
+    expected = "a finite number" if kind is float else kind.__name__
+    raise MomentlensError(f"bad value {value!r} for '{key}' in {source}: expected {expected}")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> TrainConfig:
+    """Build a config: defaults, then the YAML file, then flags (``None`` = not given),
+    then ``key=value`` overrides. Returns a validated :class:`TrainConfig`."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        except FileNotFoundError:
+            raise MomentlensError(f"config file {p} not found") from None
+        except yaml.YAMLError as exc:
+            raise MomentlensError(f"config file {p} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise MomentlensError(f"config file {p} must be a flat mapping of settings")
+        for key, value in loaded.items():
+            if isinstance(value, dict | list):
+                raise MomentlensError(f"setting '{key}' in {p} must be a single value "
+                                      "(recipes are flat)")
+            values[key] = _coerce(str(key), value, str(p))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MomentlensError(f"--set expects key=value, got {item!r}")
+        values[key.strip()] = _coerce(key.strip(), value, f"--set {item}")
+    return TrainConfig(**values).validate()
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
+    """Write the resolved settings as flat YAML (atomically)."""
+    text = "# resolved settings of this run (momentlens train)\n"
+    text += yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    write_text_atomic(path, text)
+
+
+def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Rebuild a config saved by :func:`save_config` (unknown keys are errors)."""
+    return TrainConfig(**{k: _coerce(k, v, source) for k, v in values.items()}).validate()

@@ -1,0 +1,138 @@
+"""Several processes, one or many machines, with PyTorch's own engine (``torchrun``).
+
+``torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT ...] -m momentlens train ...``
+sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`setup` reads them and joins the
+process group (NCCL on CUDA, gloo on CPU). Without them everything runs in one process.
+
+The sampler here replaces ``DistributedSampler``: one permutation per epoch drawn from
+``(seed, epoch)``, split across ranks, and able to start part-way into an epoch, which is
+what resuming a run killed mid-epoch needs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device_type: str) -> DistInfo:
+    """Join the process group if launched by torchrun; a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank, world, local_rank)
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_mean(value: float, info: DistInfo) -> float:
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / info.world_size
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Indices of one rank for one epoch, deterministic in ``(seed, epoch)``.
+
+    Training (``shuffle=True``): a permutation of the dataset, truncated to a multiple of
+    ``batch_size * world_size`` so every rank takes the same number of full steps, and
+    dealt out batch by batch (rank r takes the r-th slice of each global batch).
+    ``start_batch`` skips the batches this rank already trained on in this epoch.
+
+    Evaluation (``shuffle=False``): rank r takes ``r, r + world, r + 2 world, ...`` with no
+    padding, so across ranks every item is seen exactly once.
+    """
+
+    def __init__(self, length: int, batch_size: int, info: DistInfo, seed: int = 0,
+                 shuffle: bool = True, max_batches: int = 0) -> None:
+        self.length = length
+        self.batch_size = batch_size
+        self.info = info
+        self.seed = seed
+        self.shuffle = shuffle
+        self.max_batches = max_batches
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def batches_per_epoch(self) -> int:
+        if not self.shuffle:
+            return -(-len(self._eval_indices()) // self.batch_size)
+        full = self.length // (self.batch_size * self.info.world_size)
+        return min(full, self.max_batches) if self.max_batches else full
+
+    def _eval_indices(self) -> list[int]:
+        return list(range(self.info.rank, self.length, self.info.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            yield from self._eval_indices()
+            return
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.length, generator=g).tolist()
+        per_global = self.batch_size * self.info.world_size
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            start = b * per_global + self.info.rank * self.batch_size
+            yield from order[start:start + self.batch_size]
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            return len(self._eval_indices())
+        return (self.batches_per_epoch() - self.start_batch) * self.batch_size

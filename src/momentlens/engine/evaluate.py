@@ -1,0 +1,273 @@
+"""``momentlens evaluate`` and ``momentlens predict``: a trained model on videos.
+
+Video-level scores average the softmax probabilities of N clips x M crops per video
+(1 x 1, the centre clip and centre crop, reproduces the paper). Everything the paper
+reports (top-1/top-5, per-class accuracy, most-confused pairs) is computed by
+:mod:`momentlens.analysis.metrics` and written by :mod:`momentlens.analysis.evalio`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from momentlens.data.dataset import VideoDataset
+from momentlens.data.layout import Split, load_split
+from momentlens.data.transforms import CropGeometry, resized_crop
+from momentlens.engine.checkpoint import load_model
+from momentlens.engine.inference import Normalizer, score_dataset
+from momentlens.engine.runtime import amp_dtype, resolve_device
+from momentlens.utils import MomentlensError, progress
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+
+
+class MultiViewDataset(VideoDataset):
+    """A :class:`VideoDataset` whose items are N clips x M crops ``(N*M, C, T, H, W)``.
+
+    Crops: 1 = centre; M > 1 = M squares spread evenly along the long side of the
+    resized frame (the usual 3-crop test), each ``size`` pixels.
+    """
+
+    def __init__(self, *args: Any, crops: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.crops = crops
+        self.temporal_clips = self.num_clips
+        # The base class sizes its output (and its zero substitute) by num_clips.
+        self.num_clips = self.temporal_clips * crops
+
+    def _indices(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        views, self.num_clips = self.num_clips, self.temporal_clips
+        try:
+            return super()._indices(num_frames, rng)
+        finally:
+            self.num_clips = views
+
+    def _crop_boxes(self, src_hw: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+        geo = self.transform.geometry(src_hw)
+        if self.crops == 1:
+            return [geo.source_box()]
+        rh, rw = round(src_hw[0] * geo.scale[0]), round(src_hw[1] * geo.scale[1])
+        size = self.transform.size
+        boxes = []
+        for j in range(self.crops):
+            frac = j / (self.crops - 1)
+            y0 = round((rh - size) * (frac if rh > rw else 0.5))
+            x0 = round((rw - size) * (frac if rw >= rh else 0.5))
+            boxes.append(CropGeometry(geo.src_hw, geo.scale, (y0, x0, size, size)).source_box())
+        return boxes
+
+    def _load(self, rec: Any, rng: np.random.Generator) -> np.ndarray:
+        if self.crops == 1:
+            return super()._load(rec, rng)
+        from momentlens.data.decode import open_video
+
+        with open_video(rec.path, self.backend, threads=self.decode_threads) as reader:
+            views = self._indices(reader.num_frames, rng)
+            frames = reader.get_frames(np.concatenate(views))
+        n, out = len(views[0]), []
+        boxes = self._crop_boxes(frames.shape[1:3])
+        for v in range(len(views)):
+            clip = frames[v * n:(v + 1) * n]
+            out.extend(resized_crop(clip, box, (self.size, self.size)) for box in boxes)
+        return np.stack(out)
+
+
+def _label_map(split: Split, model_classes: list[str]) -> np.ndarray:
+    """Dataset label index -> model output index, by class name."""
+    index = {c: i for i, c in enumerate(model_classes)}
+    missing = [c for c in split.classes if c not in index]
+    if missing:
+        raise MomentlensError(
+            f"the model was not trained on these classes of {split.root}: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    return np.array([index[c] for c in split.classes])
+
+
+def _views_dataset(meta: dict[str, Any], records: Sequence[Any], clips: int, crops: int,
+                   backend: str = "auto", quarantine: Path | None = None) -> MultiViewDataset:
+    spec = meta["input"]
+    return MultiViewDataset(
+        records, num_classes=len(meta["classes"]), sampler=spec["sampler"],
+        frames=spec["frames"], stride=spec["stride"], train=False, size=spec["size"],
+        resize=spec["resize"], backend=backend, num_clips=clips, crops=crops,
+        quarantine_path=quarantine,
+    )
+
+
+def evaluate(
+    model_path: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    split: str = "validation",
+    clips: int = 1,
+    crops: int = 1,
+    batch_size: int = 8,
+    workers: int = 2,
+    device: str = "auto",
+    cam: bool = False,
+    cam_frames: int = 8,
+    cam_videos_per_class: int = 0,
+    amp: str = "off",
+) -> dict[str, Any]:
+    """Score every video of ``data``/``split`` and write an evaluation folder (see evalio)."""
+    from momentlens.analysis.evalio import write_evaluation
+
+    if clips < 1 or crops < 1:
+        raise MomentlensError("--clips and --crops must be at least 1")
+    dev = resolve_device(device)
+    model, meta = load_model(model_path, dev)
+    the_split = load_split(data, split)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    quarantine = out / "quarantine.jsonl"
+    if quarantine.exists():
+        quarantine.unlink()  # each evaluation retries every video
+    dataset = _views_dataset(meta, the_split.records, clips, crops, quarantine=quarantine)
+    normalizer = Normalizer(meta["input"]["norm"])
+    scores = score_dataset(model, dataset, dev, normalizer, batch_size=batch_size,
+                           workers=workers, amp=amp_dtype(amp, dev), desc=f"evaluate {split}")
+    failed = dataset.failed_indices()
+    keep = np.array([i not in failed for i in scores.indices], dtype=bool)
+    label_map = _label_map(the_split, meta["classes"])
+    labels = label_map[scores.labels[keep]]
+    records = [the_split.records[i] for i in scores.indices[keep]]
+    root = Path(the_split.root)
+    paths = [_rel(r.path, root) for r in records]
+    unreadable = sorted(_rel(the_split.records[i].path, root) for i in failed)
+    clip_probs = scores.clip_probs[keep]
+    views = clip_probs.shape[1]
+    meta_out: dict[str, Any] = {
+        "model": meta.get("model"), "model_path": str(model_path), "data": str(data),
+        "split": split, "clips": clips, "crops": crops,
+        "checkpoint_epoch": meta.get("epoch"),
+    }
+    if cam:
+        from momentlens.engine.camscore import cam_scores
+
+        meta_out["cam"] = cam_scores(model, meta, the_split, records, dev, frames=cam_frames,
+                                     per_class=cam_videos_per_class)
+    result = write_evaluation(
+        out, video_probs=clip_probs.mean(axis=1), labels=labels, paths=paths,
+        class_names=list(meta["classes"]),
+        clip_probs=clip_probs.reshape(-1, clip_probs.shape[-1]),
+        clip_labels=np.repeat(labels, views), meta=meta_out, unreadable=unreadable,
+        listed=len(the_split.records),
+    )
+    return result
+
+
+def _rel(path: Path | str, root: Path) -> str:
+    p = Path(path)
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def describe(metrics: dict[str, Any]) -> str:
+    line = (f"top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}%  "
+            f"mean class top-1 {100 * metrics['mean_class_top1']:.1f}%  "
+            f"({metrics['num_scored']} of {metrics['num_listed']} videos scored")
+    line += f", {metrics['num_unreadable']} unreadable)" if metrics.get("num_unreadable") else ")"
+    if "cam" in metrics:
+        line += (f"\nCAM localisation: pointing game {100 * metrics['cam']['pointing']:.1f}%  "
+                 f"IoU {metrics['cam']['iou']:.3f}")
+    pairs = metrics.get("most_confused", [])[:5]
+    if pairs:
+        line += "\nmost confused: " + "; ".join(
+            f"{p['actual']} -> {p['predicted']} ({p['freq']:.2f})" for p in pairs)
+    return line
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def collect_videos(inputs: Sequence[str | Path]) -> list[Path]:
+    """Video files named directly, or found (recursively, sorted) in named folders."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES
+                                and not q.name.startswith(".")))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise MomentlensError(f"{p} does not exist")
+    if not found:
+        raise MomentlensError("no video files found in " + ", ".join(map(str, inputs)))
+    return found
+
+
+def predict(model_path: str | Path, inputs: Sequence[str | Path], topk: int = 5,
+            clips: int = 1, device: str = "auto", batch_size: int = 4, workers: int = 0
+            ) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each video (unreadable ones get an ``error``)."""
+    from momentlens.data.layout import VideoRecord
+
+    dev = resolve_device(device)
+    model, meta = load_model(model_path, dev)
+    videos = collect_videos(inputs)
+    records = [VideoRecord(path=v.resolve(), label=0, extra={}) for v in videos]
+    dataset = _views_dataset(meta, records, clips, 1)
+    scores = score_dataset(model, dataset, dev, Normalizer(meta["input"]["norm"]),
+                           batch_size=batch_size, workers=workers,
+                           desc="predict") if len(videos) > 1 else _one(model, dataset, dev, meta)
+    failed = dataset.failed_indices()
+    classes = meta["classes"]
+    k = min(topk, len(classes))
+    out = []
+    for i, probs in zip(scores.indices, scores.video_probs):
+        entry: dict[str, Any] = {"video": str(videos[i])}
+        if i in failed:
+            entry["error"] = "unreadable video (see the warning above)"
+        else:
+            order = np.argsort(-probs, kind="stable")[:k]
+            entry["top"] = [{"class": classes[j], "prob": round(float(probs[j]), 6)}
+                            for j in order]
+        out.append(entry)
+    return out
+
+
+@torch.no_grad()
+def _one(model: torch.nn.Module, dataset: MultiViewDataset, dev: torch.device,
+         meta: dict[str, Any]) -> Any:
+    # A single video: no DataLoader, no progress bar, as fast as it gets.
+    from momentlens.engine.inference import Scores
+
+    clips, label, idx = dataset[0]
+    x = clips if clips.ndim == 5 else clips[None]
+    logits = model(Normalizer(meta["input"]["norm"])(x.to(dev)))
+    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return Scores(indices=np.array([idx]), labels=np.array([label]), clip_probs=probs[None])
+
+
+def format_predictions(results: list[dict[str, Any]], as_json: bool = False) -> str:
+    if as_json:
+        return json.dumps(results, indent=2)
+    lines = []
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['video']}: {r['error']}")
+        else:
+            tops = " ".join(f"{n}: {t['class']} ({t['prob']:.3f})"
+                            for n, t in enumerate(r["top"], start=1))
+            lines.append(f"{r['video']}\n  {tops}")
+    return "\n".join(lines)
+
+
+def print_summary(metrics: dict[str, Any], out_dir: str | Path) -> None:
+    print(describe(metrics))
+    print(f"wrote {out_dir}/metrics.json, per_class.csv, confusions.csv, predictions.csv, plots",
+          file=sys.stderr)
+
+
+__all__ = ["evaluate", "predict", "describe", "format_predictions", "collect_videos",
+           "MultiViewDataset", "progress"]

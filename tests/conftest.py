@@ -1,0 +1,98 @@
+"""Helpers shared by the test folders: rendering a page in real headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+# Appended to a copy of the page by the test only (the report itself has no scripts):
+# after the load event it records how many images failed to decode.
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var imgs = document.images, broken = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    if (!imgs[i].complete || imgs[i].naturalWidth === 0) broken++;
+  }
+  document.body.setAttribute('data-image-count', imgs.length);
+  document.body.setAttribute('data-broken-images', broken);
+});
+</script>"""
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.fail("headless Chromium is required for the browser tests but was not found on "
+                    "PATH; install it (Debian: apt-get install chromium) or deselect with "
+                    "-m 'not browser'")
+    return exe
+
+
+def _render_in_chromium(page: Path) -> str:
+    """The DOM of ``page`` after the load event, with the image probe's attributes."""
+    probed = page.with_name(page.stem + ".probe.html")
+    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
+                      encoding="utf-8")
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+               "--dump-dom", probed.resolve().as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+class _Tables(HTMLParser):
+    """Collects tables (by class/id) with their rows of cell text, and the body attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict] = []
+        self.body: dict[str, str] = {}
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "body":
+            self.body = {k: v or "" for k, v in attrs}
+        elif tag == "table":
+            self.tables.append({"class": a.get("class", ""), "id": a.get("id", ""), "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self.tables:
+            self.tables[-1]["rows"][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse_dom(dom: str) -> _Tables:
+    p = _Tables()
+    p.feed(dom)
+    return p
+
+
+
+@pytest.fixture
+def render_in_chromium():
+    """``render(page) -> DOM`` after the load event, with ``data-image-count`` and
+    ``data-broken-images`` set on ``<body>`` by a probe script added to a copy of the page."""
+    return _render_in_chromium
+
+
+@pytest.fixture
+def parse_dom():
+    """``parse(dom)`` -> an object with ``.tables`` (class, id, rows of cell text) and ``.body``."""
+    return _parse_dom

@@ -1,0 +1,130 @@
+"""Shared pieces of the training-engine tests: one tiny synthetic dataset per session,
+tiny model settings, and a helper that runs ``python -m momentlens train`` as a real
+process (the resume and signal tests need a process they can kill).
+
+Helpers reach test modules through the ``eng`` fixture (tests/ is not a package).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from momentlens.data.synth import generate
+
+CLASSES = ["ring", "square", "rising"]  # 4 train + 2 val videos each: 12 + 6
+HERE = Path(__file__).resolve().parent
+
+# A tiny 3D model on 32x32 clips of 4 frames: a step takes well under a second on a
+# 2-core CPU. The same settings as `--set` arguments for the CLI.
+TINY = {"model": "r3d10", "width": 0.125, "frames": 4, "stride": 8, "size": 32, "resize": 32,
+        "batch_size": 4, "workers": 0, "lr": 0.01, "schedule": "none", "epochs": 2,
+        "device": "cpu"}
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("engine") / "synth"
+    generate(out, train_per_class=4, val_per_class=2, size=32, num_frames=90, seed=0,
+             classes=CLASSES)
+    return out
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MOMENTLENS_QUIET="1", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    env.pop("MOMENTLENS_TEST_CHECKPOINT_DELAY", None)
+    env.update(extra)
+    return env
+
+
+def train_args(data: Path, out: Path, **settings: object) -> list[str]:
+    """``momentlens train`` arguments for the tiny recipe, with ``settings`` overriding it."""
+    values = {**TINY, **settings}
+    args = ["--data", str(data), "--out", str(out)]
+    for key, value in values.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+def start_train(args: list[str], **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "momentlens", "train", *args],
+                            env=cli_env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_train(args: list[str], timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "momentlens", "train", *args],
+                          env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+def last_step(run_dir: Path) -> int:
+    """Optimiser step of the checkpoint ``last.txt`` names (-1 before the first one)."""
+    try:
+        name = (run_dir / "checkpoints" / "last.txt").read_text().strip()
+    except FileNotFoundError:
+        return -1
+    return int(name.split("-s")[1]) if name else -1
+
+
+def wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 90) -> None:
+    """Poll ``condition()`` until true; fail if the process ends or time runs out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}:\n{err}")
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 60
+         ) -> tuple[int, str]:
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def weights(run_dir: Path, tag: str = "last") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    from momentlens.engine.checkpoint import find_checkpoint
+
+    folder = find_checkpoint(run_dir, tag)
+    assert folder is not None, f"{run_dir} has no '{tag}' checkpoint"
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+class _Engine:
+    TINY = TINY
+    HERE = HERE
+    train_args = staticmethod(train_args)
+    start_train = staticmethod(start_train)
+    run_train = staticmethod(run_train)
+    last_step = staticmethod(last_step)
+    wait_for = staticmethod(wait_for)
+    kill = staticmethod(kill)
+    weights = staticmethod(weights)
+    assert_same_weights = staticmethod(assert_same_weights)
+    cli_env = staticmethod(cli_env)
+
+
+@pytest.fixture
+def eng() -> type[_Engine]:
+    return _Engine

@@ -1,0 +1,115 @@
+"""Settings: defaults < YAML recipe < flags < --set; errors name the key and what is
+allowed; the resolved settings written to the run folder load back unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from momentlens import cli
+from momentlens.engine.config import (
+    CHOICES,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+from momentlens.utils import MomentlensError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_precedence_yaml_then_flags_then_set(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: r2d18\nframes: 8\nlr: 0.5\nchannels_last: true\n")
+    cfg = load_config(recipe, {"frames": 4, "lr": None, "epochs": 3}, ["epochs=5", "size=64"])
+    assert (cfg.model, cfg.frames, cfg.lr, cfg.epochs, cfg.size) == ("r2d18", 4, 0.5, 5, 64)
+    assert cfg.channels_last is True and cfg.batch_size == TrainConfig().batch_size
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs").rglob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_recipe_loads(recipe):
+    assert isinstance(load_config(recipe), TrainConfig)
+
+
+@pytest.mark.parametrize("source,where", [
+    ("yaml", "r.yaml"), ("flags", "--lerning-rate"), ("set", "--set lerning_rate=0.1")])
+def test_unknown_key_names_the_key_and_the_known_ones(tmp_path, source, where):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lerning_rate: 0.1\n")
+    args = {"yaml": (recipe, None, None), "flags": (None, {"lerning_rate": 0.1}, None),
+            "set": (None, None, ["lerning_rate=0.1"])}[source]
+    with pytest.raises(MomentlensError) as err:
+        load_config(*args)
+    msg = str(err.value)
+    assert "unknown setting 'lerning_rate'" in msg and where in msg
+    assert "known settings:" in msg and "batch_size" in msg and "lr" in msg
+
+
+@pytest.mark.parametrize("key", sorted(CHOICES))
+def test_bad_choice_names_the_key_and_the_allowed_values(key):
+    with pytest.raises(MomentlensError) as err:
+        load_config(None, None, [f"{key}=nonsense"])
+    msg = str(err.value)
+    assert f"'{key}'" in msg and "nonsense" in msg
+    assert ", ".join(CHOICES[key]) in msg
+
+
+@pytest.mark.parametrize("item,expected", [
+    ("epochs=abc", "expected int"), ("epochs=2.5", "expected int"),
+    ("lr=fast", "expected a finite number"), ("lr=nan", "expected a finite number"),
+    ("lr=.inf", "expected a finite number"), ("channels_last=maybe", "expected bool"),
+    ("batch_size=0", "'batch_size' must be at least 1"), ("lr=-1", "'lr' must not be negative"),
+    ("width=5", "'width' must be in (0, 4]"), ("label_smoothing=1", "'label_smoothing'"),
+    ("lr", "--set expects key=value"),
+])
+def test_bad_values_are_named(item, expected):
+    with pytest.raises(MomentlensError, match=None) as err:
+        load_config(None, None, [item])
+    assert expected in str(err.value)
+    key = item.partition("=")[0]
+    if "=" in item:
+        assert f"'{key}'" in str(err.value)
+
+
+def test_bad_recipe_files(tmp_path):
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model:\n  name: r3d18\n")
+    with pytest.raises(MomentlensError, match="'model'.*flat"):
+        load_config(nested)
+    with pytest.raises(MomentlensError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [r3d18\n")
+    with pytest.raises(MomentlensError, match="not valid YAML"):
+        load_config(broken)
+    with pytest.raises(MomentlensError, match="cache_features.*finetune=fc"):
+        load_config(None, None, ["cache_features=true"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, {"model": "r2d50", "lr": 0.003}, ["channels_last=true", "notes=a: b"])
+    save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert text.startswith("#")
+    assert config_from_dict(yaml.safe_load(text)) == cfg
+    with pytest.raises(MomentlensError, match="unknown setting 'bogus'"):
+        config_from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optimizer: adam\n")
+    rc = cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                   "--config", str(recipe)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "momentlens train: error: bad value 'adam' for 'optimizer'; allowed: sgd, adamw" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing written for a bad config
+    rc = cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                   "--finetune", "head"])
+    assert rc == 2 and "'finetune'; allowed: all, last_stage, fc" in capsys.readouterr().err

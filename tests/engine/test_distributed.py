@@ -1,0 +1,151 @@
+"""Several processes: the epoch sampler's shards, and real 2-process DDP over gloo on CPU
+(processes started with the variables torchrun sets, joined by ``distributed.setup``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from momentlens.engine.distributed import DistInfo, EpochSampler
+from momentlens.models.registry import create_model
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("length,batch", [(12, 2), (13, 2), (10, 3), (5, 1)])
+def test_epoch_sampler_shards_are_disjoint_and_cover_the_truncated_permutation(
+        world, length, batch):
+    shards = [list(EpochSampler(length, batch, DistInfo(r, world), seed=3)) for r in range(world)]
+    per_global = batch * world
+    kept = length // per_global * per_global
+    assert all(len(s) == kept // world for s in shards)  # the same number of steps everywhere
+    union = [i for s in shards for i in s]
+    assert len(set(union)) == len(union) == kept  # disjoint
+    g = torch.Generator().manual_seed(3 * 1_000_003 + 0)
+    assert sorted(union) == sorted(torch.randperm(length, generator=g)[:kept].tolist())
+    # Global batch b is the b-th run of `per_global` items of the permutation, rank r its r-th part.
+    for b in range(kept // per_global):
+        together = [i for s in shards for i in s[b * batch:(b + 1) * batch]]
+        assert together == torch.randperm(length, generator=g.manual_seed(3_000_009)
+                                          )[b * per_global:(b + 1) * per_global].tolist()
+    # Starting part-way into the epoch skips exactly the batches already done.
+    for r in range(world):
+        late = EpochSampler(length, batch, DistInfo(r, world), seed=3)
+        late.set_epoch(0, start_batch=1)
+        assert list(late) == shards[r][batch:] and len(late) == len(shards[r][batch:])
+    # The same epoch, the same order; another epoch, another one.
+    assert list(EpochSampler(length, batch, DistInfo(0, world), seed=3)) == shards[0]
+    later = []
+    for r in range(world):
+        sampler = EpochSampler(length, batch, DistInfo(r, world), seed=3)
+        sampler.set_epoch(1)
+        later += list(sampler)
+    assert later != union
+
+
+@pytest.mark.parametrize("length,world", [(5, 2), (6, 2), (7, 3), (1, 2)])
+def test_eval_shards_see_every_item_exactly_once(length, world):
+    shards = [list(EpochSampler(length, 2, DistInfo(r, world), shuffle=False))
+              for r in range(world)]
+    union = sorted(i for s in shards for i in s)
+    assert union == list(range(length))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(data: Path, out: Path, world: int, *extra: str) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    worker = Path(__file__).with_name("ddp_worker.py")
+    port = str(_free_port())
+    procs = []
+    for rank in range(world):
+        env = {"MOMENTLENS_QUIET": "1", "OMP_NUM_THREADS": "1"}
+        if world > 1:
+            env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        procs.append(subprocess.Popen(
+            [sys.executable, str(worker), "--data", str(data), "--out", str(out), *extra],
+            env={**_base_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items()
+            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+
+
+@pytest.mark.parametrize("accum", [1, 2])  # 2: the first micro-batch runs under no_sync()
+def test_ddp_step_and_validation_match_one_process(synth_dir, tmp_path, accum):
+    args = ("--val-videos", "5", "--accum", str(accum))
+    single, = _launch(synth_dir, tmp_path / "single", 1, *args)
+    ranks = _launch(synth_dir, tmp_path / "ddp", 2, *args)
+
+    # The two ranks trained on disjoint halves of the single process's batch ...
+    assert ranks[0]["world"] == ranks[1]["world"] == 2
+    assert sorted(ranks[0]["batch"] + ranks[1]["batch"]) == sorted(single["batch"])
+    assert not set(ranks[0]["batch"]) & set(ranks[1]["batch"])
+    assert len(single["batch"]) == 4 * accum
+    # ... and one step over gloo left every rank with the single-process weights.
+    for key, expected in single["weights"].items():
+        for r in ranks:
+            torch.testing.assert_close(r["weights"][key], expected, rtol=0, atol=1e-6,
+                                       msg=lambda m, key=key: f"{key}: {m}")
+    params = dict(single["initial"])
+    moved = [k for k, v in single["weights"].items() if not torch.equal(v, params[k])]
+    assert "fc.weight" in moved and "conv1.weight" in moved  # the step changed the weights
+    assert not [k for k in moved if "running_" in k]  # batch-norm statistics stayed frozen
+
+    # Validation of 5 videos on 2 processes: 3 + 2 scored, every video exactly once,
+    # with the scores of one process; every rank gets the complete result.
+    assert sorted(ranks[0]["local"] + ranks[1]["local"]) == [0, 1, 2, 3, 4]
+    assert len(ranks[0]["local"]) == 3 and len(ranks[1]["local"]) == 2
+    for r in ranks:
+        assert r["indices"].tolist() == [0, 1, 2, 3, 4]
+        np.testing.assert_array_equal(r["labels"], single["labels"])
+        np.testing.assert_allclose(r["clip_probs"], single["clip_probs"], rtol=0, atol=1e-5)
+
+
+def test_torchrun_train_matches_one_process(synth_dir, tmp_path, eng):
+    # The whole command under torchrun: 2 processes, gloo, rank 0 writes the run folder.
+    # finetune=fc keeps every BatchNorm layer in eval mode, so one step on the global
+    # batch must give the single-process weights.
+    settings = {"finetune": "fc", "epochs": 1, "max_steps_per_epoch": 1, "lr": 0.5}
+    single = eng.run_train(eng.train_args(synth_dir, tmp_path / "single", **settings))
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+         "-m", "momentlens", "train", *eng.train_args(synth_dir, tmp_path / "ddp", **settings)],
+        env=eng.cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180)
+    assert ddp.returncode == 0, ddp.stderr
+    run_dir = tmp_path / "ddp"
+    assert len(list((run_dir / "tensorboard").glob("events.*"))) == 1  # rank 0 only
+    assert eng.last_step(run_dir) == 1
+    a, b = eng.weights(run_dir), eng.weights(tmp_path / "single")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    torch.manual_seed(0)  # the runs' initial weights (seed 0): the step moved the head
+    initial = create_model("r3d10", num_classes=3, width=0.125, frames=4, size=32)
+    assert not torch.equal(a["fc.weight"], initial.state_dict()["fc.weight"])
+    assert torch.equal(a["conv1.weight"], initial.state_dict()["conv1.weight"])  # frozen
+    row = json.loads((run_dir / "metrics.jsonl").read_text())
+    ref = json.loads((tmp_path / "single" / "metrics.jsonl").read_text())
+    assert row["val_videos"] == ref["val_videos"] == 6  # every video once, not 6 per rank
+    assert row["val_top1"] == ref["val_top1"]
+    assert abs(row["train_loss"] - ref["train_loss"]) < 1e-5

@@ -1,0 +1,166 @@
+"""`evaluate`, `predict` and `compare` on real (tiny) models and real mp4 files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from momentlens.analysis.evalio import read_evaluation
+from momentlens.cli import main
+from momentlens.data import synth
+from momentlens.engine.checkpoint import load_model, save_model_file
+from momentlens.engine.config import load_config
+from momentlens.engine.evaluate import MultiViewDataset, evaluate, predict
+from momentlens.engine.train import build_model, model_meta
+
+CLASSES = ["ring", "square", "falling", "rising"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("evaldata") / "ds"
+    synth.generate(out, train_per_class=1, val_per_class=3, size=48, num_frames=30,
+                   seed=3, workers=1, classes=CLASSES)
+    return out
+
+
+def _model_file(tmp: Path, name: str, model: str, frames: int, seed: int) -> Path:
+    torch.manual_seed(seed)
+    cfg = load_config(None, {"model": model, "frames": frames, "size": 32, "width": 0.125,
+                             "stride": 2})
+    net = build_model(cfg, len(CLASSES))
+    path = tmp / name / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    save_model_file(path, net, model_meta(cfg, net, CLASSES))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("models")
+    return {"3d": _model_file(tmp, "m3d", "r3d10", 8, 0),
+            "2d": _model_file(tmp, "m2d", "r2d18", 4, 1)}
+
+
+def test_model_file_round_trip(models):
+    model, meta = load_model(models["3d"])
+    assert meta["classes"] == CLASSES and meta["input"]["sampler"] == "clip"
+    again, _ = load_model(models["3d"].parent)  # a checkpoint folder works too
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_evaluate_writes_every_file_and_is_repeatable(tmp_path, data, models):
+    a = evaluate(models["3d"], data, tmp_path / "a", workers=0)
+    b = evaluate(models["3d"], data, tmp_path / "b", workers=0)
+    for name in ["metrics.json", "per_class.csv", "confusions.csv", "predictions.csv",
+                 "scores.npz", "per_class.png", "top5_hist.png", "confusion.png"]:
+        assert (tmp_path / "a" / name).is_file(), name
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == \
+        (tmp_path / "b" / "metrics.json").read_bytes()
+    assert a == b
+    assert a["num_videos"] == a["num_scored"] == a["num_listed"] == 12
+    # The written scores are the model's own: recompute one video by hand.
+    ev = read_evaluation(tmp_path / "a")
+    model, meta = load_model(models["3d"])
+    rel = ev.paths[0]
+    ds = MultiViewDataset([type("R", (), {"path": data / rel, "label": 0,
+                                          "extra": {}})()],
+                          sampler="clip", frames=8, stride=2, size=32,
+                          resize=meta["input"]["resize"])
+    clip, _, _ = ds[0]
+    from momentlens.engine.inference import Normalizer
+
+    with torch.no_grad():
+        probs = torch.softmax(model(Normalizer(meta["input"]["norm"])(clip[None])), 1)[0]
+    np.testing.assert_allclose(ev.probs[0], probs.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_clips_and_crops_average_views(tmp_path, data, models):
+    from momentlens.engine.inference import Normalizer
+
+    m = evaluate(models["3d"], data, tmp_path / "e", clips=2, crops=3, workers=0)
+    assert m["clips"] == 2 and m["crops"] == 3
+    model, meta = load_model(models["3d"])
+    records = load_split_records(data)
+    ds = MultiViewDataset(records, sampler="clip", frames=8, stride=2, size=32,
+                          resize=meta["input"]["resize"], num_clips=2, crops=3)
+    clips, _, _ = ds[0]
+    assert clips.shape == (6, 3, 8, 32, 32)
+    assert not torch.equal(clips[0], clips[2])  # left and right crops differ
+    assert not torch.equal(clips[0], clips[3])  # so do the two clips in time
+    with torch.no_grad():
+        views = torch.softmax(model(Normalizer(meta["input"]["norm"])(clips)), 1)
+    ev = read_evaluation(tmp_path / "e")
+    rel = records[0].path.relative_to(data).as_posix()
+    row = ev.paths.index(rel)
+    np.testing.assert_allclose(ev.probs[row], views.mean(0).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def load_split_records(data: Path):
+    from momentlens.data.layout import load_split
+
+    return load_split(data, "validation").records
+
+
+def test_unreadable_videos_are_counted_not_dropped(tmp_path, data, models):
+    broken = tmp_path / "ds"
+    shutil.copytree(data, broken)
+    victim = sorted((broken / "validation" / "ring").glob("*.mp4"))[0]
+    victim.write_bytes(b"this is not a video")
+    m = evaluate(models["2d"], broken, tmp_path / "e", workers=0)
+    assert m["num_listed"] == 12 and m["num_scored"] == 11
+    assert m["num_unreadable"] == 1
+    assert m["unreadable"] == [f"validation/ring/{victim.name}"]
+    assert m["per_class"]["ring"]["n"] == 2
+
+
+def test_compare_2d_and_3d_cli(tmp_path, data, models, capsys):
+    assert main(["evaluate", str(models["2d"]), "--data", str(data), "--out",
+                 str(tmp_path / "e2"), "--workers", "0"]) == 0
+    assert main(["evaluate", str(models["3d"]), "--data", str(data), "--out",
+                 str(tmp_path / "e3"), "--workers", "0"]) == 0
+    assert main(["compare", str(tmp_path / "e2"), str(tmp_path / "e3"), "--out",
+                 str(tmp_path / "cmp")]) == 0
+    comp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    m2 = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    m3 = json.loads((tmp_path / "e3" / "metrics.json").read_text())
+    assert comp["overall"]["top1"]["a"] == pytest.approx(m2["top1"])
+    assert comp["overall"]["top1"]["diff"] == pytest.approx(m3["top1"] - m2["top1"])
+    both = comp["mcnemar_top1"]
+    assert both["b"] + both["c"] + both["both_correct"] + both["both_wrong"] == 12
+    assert list((tmp_path / "cmp").glob("*.png"))
+
+
+def test_predict_formats_like_the_paper(tmp_path, data, models, capsys):
+    video = sorted((data / "validation" / "falling").glob("*.mp4"))[0]
+    assert main(["predict", str(models["3d"]), str(video), "--topk", "3"]) == 0
+    out = capsys.readouterr().out
+    assert str(video) in out
+    line = out.strip().splitlines()[-1].strip()
+    assert line.startswith("1: ") and " 2: " in line and " 3: " in line and " 4: " not in line
+    results = predict(models["3d"], [video], topk=3)
+    probs = [t["prob"] for t in results[0]["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+    assert f"1: {results[0]['top'][0]['class']} ({probs[0]:.3f})" in line
+
+
+def test_predict_folder_json_and_bad_file(tmp_path, data, models, capsys):
+    folder = tmp_path / "vids"
+    shutil.copytree(data / "validation" / "ring", folder)
+    (folder / "broken.mp4").write_bytes(b"")
+    rc = main(["predict", str(models["2d"]), str(folder), "--json"])
+    results = json.loads(capsys.readouterr().out)
+    assert rc == 1  # one video could not be read
+    assert len(results) == 4
+    bad = [r for r in results if "error" in r]
+    assert len(bad) == 1 and bad[0]["video"].endswith("broken.mp4")
+    good = [r for r in results if "top" in r]
+    assert all(len(r["top"]) == 4 for r in good)  # only 4 classes
+    assert main(["predict", str(models["2d"]), str(tmp_path / "nope.mp4")]) == 2

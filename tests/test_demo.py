@@ -1,0 +1,62 @@
+"""`momentlens demo` end to end on a tiny configuration, report rendered in Chromium."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from momentlens import demo
+
+TINY = demo.DemoPlan(train_per_class=3, val_per_class=2, video_size=48, epochs=1, cam_videos=1)
+TINY_SETTINGS = {"size": 32, "resize": 36, "width": 0.125, "batch_size": 5, "workers": 0}
+
+
+@pytest.mark.browser
+def test_demo_quick_writes_every_artefact_and_report_renders(tmp_path, capsys,
+                                                            render_in_chromium, parse_dom):
+    out = tmp_path / "demo"
+    summary = demo.run(out, device="cpu", plan=TINY, overrides=TINY_SETTINGS)
+    printed = capsys.readouterr().out
+    # the dataset, both runs, both evaluations (with CAM scores), the comparison, the report
+    assert (out / "data" / "synth_info.json").is_file()
+    for key in ("2d", "3d"):
+        assert (out / "runs" / key / "checkpoints" / "best.txt").is_file()
+        metrics = json.loads((out / "eval" / key / "metrics.json").read_text())
+        assert metrics["num_videos"] == 20
+        assert 0.0 <= metrics["cam"]["pointing"] <= 1.0
+        assert set(metrics["cam"]["per_class"]) <= set(metrics["per_class"])
+    assert (out / "compare" / "comparison.json").is_file()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["groups"] == summary["groups"]
+    # The terminal table shows the numbers computed from the evaluations.
+    g3 = summary["groups"]["3d"]
+    assert f"{100 * g3['overall']['top1']:5.1f}%" in printed
+    assert "time-reversed pairs top-1" in printed and "report:" in printed
+    # The report renders with every image and the headline table.
+    dom = render_in_chromium(out / "report.html")
+    page = parse_dom(dom)
+    assert int(page.body["data-image-count"]) >= 6
+    assert page.body["data-broken-images"] == "0"
+    assert any(t["id"] == "headline" for t in page.tables)
+    assert "What this run shows" in dom and "Class activation maps" in dom
+
+
+def test_group_metrics_and_finding_are_computed(tmp_path):
+    """The finding text follows the numbers: it holds only when they say so."""
+    good = {
+        "2d": {"pairs": {"top1": 0.5}, "appearance": {"top1": 0.98}, "within_pair": 0.52},
+        "3d": {"pairs": {"top1": 0.95}, "appearance": {"top1": 0.97}, "within_pair": 0.99},
+    }
+    holds, text = demo.finding(good)
+    assert holds and "95.0%" in text and "52.0%" in text and "NOT" not in text
+    bad = {**good, "3d": {"pairs": {"top1": 0.6}, "appearance": {"top1": 0.97},
+                          "within_pair": 0.6}}
+    holds, text = demo.finding(bad)
+    assert not holds and "NOT" in text
+
+
+def test_recipes_exist():
+    for recipe, _ in demo.MODELS.values():
+        assert Path(demo._recipe(recipe)).is_file()
