@@ -57,7 +57,7 @@ def test_cam_equals_hand_computed_map() -> None:
     torch.testing.assert_close(both[1], 0.5 * (f[0] + f[1]))
 
 
-def test_upsampling_is_centre_aligned_in_space() -> None:
+def test_upsampling_follows_the_receptive_field_grid_in_space() -> None:
     f = torch.zeros(1, 1, 2, 2)
     f[0, 0, 1, 1] = 1.0  # bottom-right cell
     model = FixedFeatures(f, num_classes=1)
@@ -65,13 +65,14 @@ def test_upsampling_is_centre_aligned_in_space() -> None:
         model.fc.weight.fill_(1.0)
     cam = class_activation_maps(model, torch.zeros(1, 3, 1, 8, 8), 0)[0, 0]
     assert cam.shape == (8, 8)
-    # cell (1, 1) covers pixels 4..7; its centre (pixel 5.5) and beyond hold the full value
-    assert cam[6:, 6:].min().item() == pytest.approx(1.0)
-    assert cam[:2, :2].max().item() == pytest.approx(0.0)
-    # pixel p sits at cell coordinate (p + 0.5) / 4 - 0.5: 0.375 for p = 3, 0.625 for p = 4
-    assert cam[3, 3].item() == pytest.approx(0.375 ** 2)
-    assert cam[4, 4].item() == pytest.approx(0.625 ** 2)
-    assert cam[4, 7].item() == pytest.approx(0.625)
+    # stride 4: cell i is centred on pixel 4 i, so pixel p reads cell coordinate p / 4
+    # (clamped to [0, 1]); cell (1, 1) is centred on pixel (4, 4)
+    assert cam[4:, 4:].min().item() == pytest.approx(1.0)
+    assert cam[0, :].abs().max().item() == 0.0 and cam[:, 0].abs().max().item() == 0.0
+    assert cam[2, 2].item() == pytest.approx(0.5 * 0.5)
+    assert cam[3, 3].item() == pytest.approx(0.75 ** 2)
+    assert cam[2, 6].item() == pytest.approx(0.5)
+    assert torch.unravel_index(cam.argmax(), cam.shape) == (4, 4)  # first maximum: the cell centre
 
 
 def test_last_temporal_slice_maps_to_last_frames() -> None:
@@ -84,11 +85,11 @@ def test_last_temporal_slice_maps_to_last_frames() -> None:
         model.fc.bias.zero_()
     cam = class_activation_maps(model, torch.zeros(1, 3, 16, 4, 4), 0)[0, :, 0, 0]
     assert cam.shape == (16,)
-    # slice 3 is centred between frames 13 and 14; frames 14, 15 hold its value
-    np.testing.assert_allclose(cam[14:].numpy(), 1.0)
-    assert cam[:10].abs().max().item() == 0.0  # frames of slices 0..2 untouched
-    assert cam.argmax().item() >= 12
-    assert cam[10].item() < cam[11].item() < cam[12].item() < cam[13].item()
+    # slice j is centred on frame 4 j: frames 12..15 hold the last slice's value,
+    # frames 0..8 (slices 0..2) stay untouched, frames 9..11 interpolate
+    np.testing.assert_allclose(cam[12:].numpy(), 1.0)
+    assert cam[:9].abs().max().item() == 0.0
+    np.testing.assert_allclose(cam[9:12].numpy(), [0.25, 0.5, 0.75])
     ev = temporal_evidence(model, model.forward_features(torch.zeros(1, 3, 16, 4, 4)), 0, 16)
     torch.testing.assert_close(ev[0], cam)  # 1x1 space, no bias: evidence == map
 
@@ -208,3 +209,27 @@ def test_video_cam_with_a_saved_model(tmp_path: Path) -> None:
     assert cam.heatmaps.shape == (8, 36, 50)
     np.testing.assert_array_equal(np.diff(cam.frame_indices), 2)
     assert np.isfinite(cam.heatmaps).all() and cam.evidence.shape == (8,)
+
+
+def test_sliding_maps_follow_a_moving_object_over_the_whole_video(tmp_path: Path) -> None:
+    from momentlens.analysis.localize import peak
+
+    n, h, w = 40, 48, 48
+    frames = np.zeros((n, h, w, 3), dtype=np.uint8)
+    ys = np.round(np.linspace(8, 40, n)).astype(int)  # a red square moving down
+    for t, y in enumerate(ys):
+        frames[t, y - 4:y + 4, 20:28, 0] = 255
+    path = tmp_path / "v.mp4"
+    write_video(path, frames, fps=10)
+    meta = _meta(frames=8, stride=2, size=48, resize=48)
+    cam = video_cams(PeakModel(), meta, path, class_names=["red"], topk=0, frames=5,
+                     sliding=True)[0]
+    # five frames spread over the whole video, not just the centre view
+    np.testing.assert_array_equal(cam.frame_indices, [0, 10, 20, 29, 39])
+    assert cam.heatmaps.shape == (5, h, w) and cam.frames.shape == (5, h, w, 3)
+    for hm, f, shown in zip(cam.heatmaps, cam.frame_indices, cam.frames):
+        py, px = peak(hm)
+        assert abs(py - ys[f]) <= 4 and 18 <= px <= 29, (f, py, px)
+        assert shown[ys[f], 24, 0] > 200  # the frame shown is the frame mapped
+    fixed = video_cams(PeakModel(), meta, path, class_names=["red"], topk=0, frames=5)[0]
+    assert fixed.frame_indices.max() - fixed.frame_indices.min() <= 14  # one 8 x 2 view

@@ -11,14 +11,22 @@ and the logit is ``cam.mean() + bias[c]``: the map is exactly how the logit is s
 over time slices and positions. 3D models give ``T' < T`` time slices, 2D models one
 map per sampled frame (``T' = T``); the same code serves both.
 
-Alignment. Upsampling is *centre-aligned* linear interpolation in every axis
-(``F.interpolate(..., align_corners=False)``): output frame ``t`` of ``T`` sits at
-slice coordinate ``(t + 0.5) * T' / T - 0.5`` (clamped to ``[0, T' - 1]``), i.e. slice
-``j`` is centred on the block of frames ``[j * T / T', (j + 1) * T / T')`` that it
-summarises, so evidence in the last slice lands on the last frames. Space works the
-same way on pixel centres. Maps are put back on the source video's pixel grid with
-:meth:`~momentlens.data.transforms.CropGeometry.uncrop`, straight from the feature
-resolution (one interpolation, no detour through the crop).
+Alignment. A map is upsampled by linear interpolation on the *receptive-field grid*:
+along an axis that the trunk downsamples by ``s`` (a power of two), cell ``i`` is centred
+on input index ``s * i``, because every strided layer of these ResNets is an odd,
+"same"-padded kernel whose output ``j`` is centred on input ``2 j``. So input index ``p``
+reads the map at cell coordinate ``p / s`` (clamped to ``[0, n - 1]``). The usual
+centre-aligned resize (``align_corners=False``) would put cell ``i`` at ``s * i +
+(s - 1) / 2`` instead: half a cell too far right and down (7.5 pixels at stride 16),
+which we measured as a visible offset of the peaks from the objects. In time, the last
+slice still lands on the last frames. Maps go back to the source pixel grid with
+:meth:`~momentlens.data.transforms.CropGeometry.uncrop`.
+
+Whole videos (``sliding=True``): a 3D model's last map has few time slices (one for 16
+frames), too coarse to follow a moving object. The map of frame ``f`` is then taken from
+the model's view *centred on* ``f`` (the frames ``f + stride * (k - T // 2)``; for 2D
+models simply frame ``f``), at the time position of ``f``; all views go through the model
+in one batch. This is how ``evaluate --cam`` scores localisation.
 
 Class evidence over time: ``evidence[t]`` is the class score of the time slice at
 frame ``t`` before temporal pooling, ``mean_{y,x} cam[t] + bias[c]`` (linearly
@@ -34,6 +42,7 @@ evidence clipped. It is computed through autograd, so it remains a real check.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +51,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from momentlens.utils import MomentlensError
@@ -71,16 +79,37 @@ def _class_weights(model: nn.Module, class_idx: int | Sequence[int] | torch.Tens
     return fc.weight[idx].to(device), bias.to(device)
 
 
+def _network_stride(in_size: int, out_size: int) -> int:
+    """Total stride of the trunk along one axis: a power of two (1 when not downsampled)."""
+    if out_size >= in_size:
+        return 1
+    return 2 ** max(0, round(math.log2(in_size / out_size)))
+
+
+def _resample_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """Linear interpolation of ``x`` along ``dim`` onto ``size`` points at cell coordinates
+    ``p / s`` (the receptive-field grid, module doc)."""
+    n = x.shape[dim]
+    if n == size:
+        return x
+    s = _network_stride(size, n)
+    u = (torch.arange(size, dtype=torch.float32, device=x.device) / s).clamp(0, n - 1)
+    lo = u.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    w = (u - lo.float()).reshape([-1 if d == dim else 1 for d in range(x.ndim)])
+    return x.index_select(dim, lo) * (1 - w) + x.index_select(dim, hi) * w
+
+
 def _upsample(maps: torch.Tensor, out_thw: Sequence[int | None] | None) -> torch.Tensor:
-    """``(B, T', H', W')`` -> ``(B, T, H, W)``, centre-aligned (trilinear,
-    ``align_corners=False``); ``None`` entries keep that axis as it is."""
+    """``(B, T', H', W')`` -> ``(B, T, H, W)`` on the receptive-field grid (module doc);
+    ``None`` entries keep that axis as it is."""
     if out_thw is None:
         return maps
-    size = tuple(int(s) if s is not None else maps.shape[i + 1] for i, s in enumerate(out_thw))
-    if size == tuple(maps.shape[1:]):
-        return maps
-    return F.interpolate(maps[:, None].float(), size=size, mode="trilinear",
-                         align_corners=False)[:, 0]
+    out = maps.float()
+    for axis, size in enumerate(out_thw, start=1):
+        if size is not None:
+            out = _resample_axis(out, axis, int(size))
+    return out
 
 
 def cam_from_features(model: nn.Module, features: torch.Tensor,
@@ -102,15 +131,14 @@ def temporal_evidence(model: nn.Module, features: torch.Tensor,
                       class_idx: int | Sequence[int] | torch.Tensor,
                       num_frames: int | None = None) -> torch.Tensor:
     """Class score per time slice before temporal pooling: ``(B, T')``, or ``(B, T)``
-    linearly interpolated (centre-aligned) when ``num_frames = T`` is given. The mean
+    linearly interpolated (as the maps, module doc) when ``num_frames = T`` is given. The mean
     over the ``T'`` slices is the logit."""
     w, b = _class_weights(model, class_idx, features.shape[0], features.device)
     slices = torch.einsum("bc,bct->bt", w.to(features.dtype),
                           features.mean(dim=(3, 4))).float() + b[:, None].float()
     if num_frames is None or num_frames == slices.shape[1]:
         return slices
-    return F.interpolate(slices[:, None], size=int(num_frames), mode="linear",
-                         align_corners=False)[:, 0]
+    return _resample_axis(slices, 1, int(num_frames))
 
 
 def class_activation_maps(model: nn.Module, x: torch.Tensor,
@@ -224,9 +252,21 @@ def _pick(num: int, k: int | None) -> np.ndarray:
     return np.round(np.linspace(0, num - 1, k)).astype(np.int64)
 
 
+def _sliding_views(meta: dict[str, Any], num_frames: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` frames spread over the whole video and, for each, the model's view centred
+    on it: ``(centres (k,), views (k, T))``. 2D models (segment sampling) see the frame alone."""
+    centres = np.round(np.linspace(0, num_frames - 1, k)).astype(np.int64)
+    spec = meta["input"]
+    if spec["sampler"] == "segments":
+        return centres, centres[:, None]
+    t, stride = int(spec["frames"]), int(spec.get("stride", 1))
+    offsets = stride * (np.arange(t) - t // 2)
+    return centres, np.clip(centres[:, None] + offsets[None], 0, num_frames - 1)
+
+
 def video_cams(model: nn.Module, meta: dict[str, Any], video_path: str | os.PathLike[str],
                class_names: Sequence[str | int] = (), topk: int = 1,
-               frames: int | None = None) -> list[VideoCAM]:
+               frames: int | None = None, sliding: bool = False) -> list[VideoCAM]:
     """Maps of several classes of one video from a single forward pass.
 
     The clip is the model's evaluation view (``meta["input"]``: sampler indices, short
@@ -234,6 +274,9 @@ def video_cams(model: nn.Module, meta: dict[str, Any], video_path: str | os.Path
     probable classes (best first), then of each of ``class_names`` (names or indices).
     ``frames``: return ``K = frames`` of the ``T`` input frames, evenly spread (the
     model always sees all ``T``); ``None`` returns all ``T``.
+    ``sliding``: instead, ``K = frames or 8`` frames spread over the whole video, each
+    mapped from the view centred on it (module doc); ``probs`` are then those of the
+    evaluation view, as without ``sliding``.
     """
     from momentlens.data.decode import open_video
     from momentlens.data.transforms import ClipTransform, normalize, to_tensor
@@ -241,36 +284,63 @@ def video_cams(model: nn.Module, meta: dict[str, Any], video_path: str | os.Path
     wanted = [class_index(meta, c) for c in class_names]
     spec = meta["input"]
     with open_video(video_path) as reader:
-        indices = view_indices(meta, reader.num_frames)
-        src = reader.get_frames(indices)
+        n_src = reader.num_frames
+        indices = view_indices(meta, n_src)
+        if sliding:
+            centres, windows = _sliding_views(meta, n_src, frames or 8)
+            src = reader.get_frames(np.concatenate([indices, windows.reshape(-1)]))
+        else:
+            src = reader.get_frames(indices)
         fps = float(reader.fps)
     transform = ClipTransform(size=int(spec["size"]), resize=spec.get("resize"), train=False)
     geo = transform.geometry(src.shape[1:3])
     device = next(model.parameters()).device
-    clip = to_tensor(transform(src))[None].to(device)
-    x = normalize(clip, spec["norm"], mean=spec.get("mean"), std=spec.get("std"))
+    t = len(indices)
+
+    def prepare(clip_frames: np.ndarray) -> torch.Tensor:
+        clip = to_tensor(transform(clip_frames))[None].to(device)
+        return normalize(clip, spec["norm"], mean=spec.get("mean"), std=spec.get("std"))
+
     was_training = model.training
     model.eval()  # BatchNorm running statistics, as in evaluation
     try:
         with torch.no_grad():
-            logits, features = cam_forward(model, x)
+            logits, features = cam_forward(model, prepare(src[:t]))
+            if sliding:
+                w = windows.shape[1]
+                views = torch.cat([prepare(src[t + i * w:t + (i + 1) * w])
+                                   for i in range(len(centres))])
+                _, window_features = cam_forward(model, views)
     finally:
         model.train(was_training)
     probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
     top = np.argsort(-probs, kind="stable")[:max(0, topk)].tolist()
-    keep = _pick(len(indices), frames)
+    size = int(spec["size"])
+    if sliding:
+        keep_frames, shown = centres, src[t + np.arange(len(centres)) * windows.shape[1]
+                                          + windows.shape[1] // 2]
+    else:
+        keep = _pick(t, frames)
+        keep_frames, shown = indices[keep], src[:t][keep]
     out = []
     for c in top + wanted:
         with torch.no_grad():
-            low = cam_from_features(model, features, c, out_thw=(len(indices), None, None))[0]
-            evid = temporal_evidence(model, features, c, num_frames=len(indices))[0]
-        low_np = low.cpu().numpy()[keep]
+            if sliding:
+                w = windows.shape[1]
+                maps = cam_from_features(model, window_features, c, out_thw=(w, size, size))
+                low = maps[:, w // 2]  # the time position of each window's centre frame
+                evid = temporal_evidence(model, window_features, c, num_frames=w)[:, w // 2]
+            else:
+                low = cam_from_features(model, features, c, out_thw=(t, size, size))[0][keep]
+                evid = temporal_evidence(model, features, c, num_frames=t)[0][keep]
+        low_np = low.cpu().numpy()
         lo = float(low_np.min())
         heat = np.stack([geo.uncrop(m, fill=lo) for m in low_np]).astype(np.float32)
         out.append(VideoCAM(
-            heatmaps=heat, frame_indices=indices[keep].astype(np.int64), class_index=int(c),
-            class_name=str(meta["classes"][c]), probs=probs.astype(np.float32),
-            frames=src[keep], evidence=evid.cpu().numpy()[keep].astype(np.float32),
+            heatmaps=heat, frame_indices=np.asarray(keep_frames, dtype=np.int64),
+            class_index=int(c), class_name=str(meta["classes"][c]),
+            probs=probs.astype(np.float32), frames=shown,
+            evidence=evid.cpu().numpy().astype(np.float32),
             classes=list(meta["classes"]), fps=fps, video=str(video_path)))
     return out
 
