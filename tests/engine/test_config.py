@@ -113,3 +113,11 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
     rc = cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
                    "--finetune", "head"])
     assert rc == 2 and "'finetune'; allowed: all, last_stage, fc" in capsys.readouterr().err
+
+
+def test_learning_rate_beyond_float32_is_a_config_error():
+    from momentlens.engine.config import load_config
+    from momentlens.utils import MomentlensError
+
+    with pytest.raises(MomentlensError, match="'lr' must be below"):
+        load_config(None, {"lr": 1e300})

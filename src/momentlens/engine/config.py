@@ -109,6 +109,8 @@ class TrainConfig:
                 raise MomentlensError(f"'{key}' must not be negative, got {getattr(self, key)}")
         if self.last_stride not in (1, 2):
             raise MomentlensError(f"bad value {self.last_stride!r} for 'last_stride'; allowed: 1, 2")
+        if self.lr > 3.0e38:  # beyond float32, which the optimiser works in
+            raise MomentlensError(f"'lr' must be below 3e38 (float32), got {self.lr}")
         if not 0 < self.width <= 4:
             raise MomentlensError(f"'width' must be in (0, 4], got {self.width}")
         if not 0 <= self.label_smoothing < 1:
