@@ -7,7 +7,12 @@ the fly (128 px, 90 frames), with the real data loader; one warm-up step, then
 ``--steps`` timed steps. Usage::
 
     python benchmarks/bench_train.py [--steps 3] [--batch-size 4] [--workers 1]
-                                     [--markdown docs/benchmarks.md]
+                                     [--models r3d18:16:4,r2d50:4:1] [--widths 0.25,1.0]
+                                     [--markdown docs/benchmarks.md] [--section TITLE]
+
+``--models`` takes ``name:frames:stride`` items (e.g. ``rx3d101:16:1`` for the paper's
+3D-ResNeXt-101); ``--section`` names the markdown heading written or replaced (a GPU run
+goes in its own section beside the CPU one).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from momentlens.engine.distributed import DistInfo, EpochSampler
 from momentlens.engine.inference import Normalizer, make_loader
 from momentlens.engine.runtime import cpu_has_native_bf16, resolve_device
 
-MODELS = [("r3d18", 16, 4), ("r2d50", 4, 1)]  # name, frames, temporal stride
+MODELS = "r3d18:16:4,r2d50:4:1"  # name:frames:temporal stride
 SECTION = "## Training"
 
 
@@ -94,10 +99,13 @@ def measure(data: Path, model_name: str, frames: int, stride: int, width: float,
 
 def markdown(results: list[dict], info: dict, args: argparse.Namespace, seconds: float) -> str:
     gpu = info["gpu"] or "none: no GPU was available in this session, CPU only"
+    extra = "" if args.models == MODELS else f" --models {args.models}"
+    extra += "" if args.widths == "0.25,1.0" else f" --widths {args.widths}"
+    extra += "" if args.device == "auto" else f" --device {args.device}"
     lines = [
-        SECTION, "",
+        args.section, "",
         f"`python benchmarks/bench_train.py --steps {args.steps} --batch-size "
-        f"{args.batch_size} --workers {args.workers}` (issue 5). The engine's "
+        f"{args.batch_size} --workers {args.workers}{extra}` (issue 5). The engine's "
         "`train_one_epoch` (forward, cross-entropy, backward, SGD step) with the real "
         "DataLoader on a synthetic dataset made on the fly (128 px, 90 frames, H.264); "
         "1 warm-up step, then the timed steps; clips/s and data-wait share are what the "
@@ -114,22 +122,27 @@ def markdown(results: list[dict], info: dict, args: argparse.Namespace, seconds:
             f"| {r['model']} | {r['frames']}x112x112 | {r['width']} | "
             f"{'on' if r['amp'] == 'bf16' else 'off'} | {'on' if r['channels_last'] else 'off'} | "
             f"{r['clips_per_s']:.2f} | {100 * r['data_wait']:.0f}% | {r['step_seconds']:.2f} |")
-    lines += ["", f"Batch size {args.batch_size}, {args.steps} timed steps per row: a few "
-              "seconds of work each on this shared 2-core VM, so differences under ~20% are "
-              "noise. Full-width numbers are what a CPU can do, not a training plan: use a GPU.",
-              ""]
+    if info["gpu"]:
+        lines += ["", f"Batch size {args.batch_size}, {args.steps} timed steps per row. A "
+                  "data wait near 100% means the GPU waits for decoding: the loader, not "
+                  "the model, sets the pace; add workers (`--workers`) on a bigger host.", ""]
+    else:
+        lines += ["", f"Batch size {args.batch_size}, {args.steps} timed steps per row: a "
+                  "few seconds of work each on this shared 2-core VM, so differences under "
+                  "~20% are noise. Full-width numbers are what a CPU can do, not a training "
+                  "plan: use a GPU.", ""]
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the ``## Training`` section of ``path``, leaving the rest
-    (and keeping the block bench_feature_cache.py wrote into the section)."""
+def write_section(path: Path, text: str, section: str = SECTION) -> None:
+    """Replace (or append) the ``section`` of ``path``, leaving the rest (and keeping
+    the block bench_feature_cache.py wrote into the section)."""
     doc = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = doc.find(SECTION + "\n")
+    start = doc.find(section + "\n")
     if start < 0:
         doc = doc.rstrip("\n") + "\n\n" + text
     else:
-        end = doc.find("\n## ", start + len(SECTION))
+        end = doc.find("\n## ", start + len(section))
         old = doc[start:] if end < 0 else doc[start:end + 1]
         begin, stop = "<!-- bench_feature_cache -->", "<!-- /bench_feature_cache -->"
         if begin in old and stop in old:
@@ -145,7 +158,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--widths", default="0.25,1.0")
     p.add_argument("--device", default="auto")
-    p.add_argument("--markdown", type=Path, help="write/replace the '## Training' section here")
+    p.add_argument("--models", default=MODELS, help="name:frames:stride, comma-separated")
+    p.add_argument("--markdown", type=Path, help="write/replace the section here")
+    p.add_argument("--section", default=SECTION, help="markdown heading of the section")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -156,7 +171,9 @@ def main() -> None:
         need = args.batch_size * max(args.steps, 1)
         generate(data, train_per_class=-(-need // 4), val_per_class=1, size=128,
                  num_frames=90, seed=0, classes=["ring", "square", "rising", "falling"])
-        for name, frames, stride in MODELS:
+        for item in args.models.split(","):
+            name, frames, stride = item.split(":")
+            frames, stride = int(frames), int(stride)
             for width in [float(w) for w in args.widths.split(",")]:
                 for amp in ("off", "bf16"):
                     for cl in (False, True):
@@ -168,7 +185,7 @@ def main() -> None:
     text = markdown(results, info, args, seconds)
     print(text)
     if args.markdown:
-        write_section(args.markdown, text)
+        write_section(args.markdown, text, args.section)
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "rows": results}, indent=2) + "\n")
 
