@@ -46,6 +46,12 @@ def test_report_content_is_self_contained_and_escaped(two_evals, tmp_path, parse
     assert re.search(r"exact two-sided p = [0-9.e-]+", page)
     assert page == render_report([ev_cam, two_evals[1]],
                                  extra_sections=[("CAM <gallery>", "<p id='finding'>ok</p>")])
+    # Lead sections sit between the results table and the first evaluation's section;
+    # extra sections come after everything else.
+    led = render_report([ev_cam, two_evals[1]], lead_sections=[("Finding", "<p>lead</p>")],
+                        extra_sections=[("Gallery", "<p>tail</p>")])
+    assert (led.index('id="headline"') < led.index("<p>lead</p>")
+            < led.index("2D-ResNet</h2>") < led.index("<p>tail</p>"))
 
 
 @pytest.mark.browser

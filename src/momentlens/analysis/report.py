@@ -267,12 +267,18 @@ def _comparisons(evals: Sequence[EvalResult], names: Sequence[str],
     return "".join(out)
 
 
+def _extra(title: str, html_text: str) -> str:
+    # The caller's HTML is trusted (CAM galleries, findings); only the title is escaped.
+    return f"<section class='extra'><h2>{_e(title)}</h2>{html_text}</section>"
+
+
 def render_report(
     eval_dirs: Sequence[str | os.PathLike[str]],
     comparisons: Sequence[str | os.PathLike[str] | dict[str, Any]] | None = None,
     title: str = "momentlens evaluation report",
     extra_sections: Sequence[tuple[str, str]] | None = None,
     num_examples: int = 6,
+    lead_sections: Sequence[tuple[str, str]] | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
     if not eval_dirs:
@@ -282,13 +288,12 @@ def render_report(
     body = [f"<h1>{_e(title)}</h1>", "<h2>Results</h2>", _headline(evals, names),
             "<p class='muted'>Accuracies are video-level: softmax scores averaged over each "
             "video's clips and crops.</p>"]
+    body += [_extra(t, h) for t, h in lead_sections or ()]
     body += [_eval_section(ev, name, i) for i, (ev, name) in enumerate(zip(evals, names))]
     if len(evals) >= 2 or comparisons:
         body.append(_comparisons(evals, names, comparisons))
     body.append(_examples(evals, names, num_examples))
-    for sec_title, sec_html in extra_sections or ():
-        # The caller's HTML is trusted (CAM galleries, findings); only the title is escaped.
-        body.append(f"<section class='extra'><h2>{_e(sec_title)}</h2>{sec_html}</section>")
+    body += [_extra(t, h) for t, h in extra_sections or ()]
     body.append(f"<hr><p class='muted'>Written by momentlens {_e(__version__)}.</p>")
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -303,6 +308,7 @@ def write_report(
     title: str = "momentlens evaluation report",
     extra_sections: Sequence[tuple[str, str]] | None = None,
     num_examples: int = 6,
+    lead_sections: Sequence[tuple[str, str]] | None = None,
 ) -> Path:
     """Write one self-contained HTML report and return its path.
 
@@ -310,11 +316,13 @@ def write_report(
     ``comparisons``: folders written by ``compare`` or dicts from
     :func:`momentlens.analysis.compare.compute_comparison`; when ``None`` and two or more
     evaluations are given, each later one is compared with the first.
-    ``extra_sections``: ``(title, html)`` pairs appended as they are (trusted HTML).
+    ``extra_sections``: ``(title, html)`` pairs appended as they are (trusted HTML);
+    ``lead_sections`` likewise, placed right under the results table (a run's finding).
     A ``"cam"`` key in an evaluation's metrics.json (``{"pointing": f, "iou": f,
     "per_class": {...}}``) is shown in that evaluation's section.
     """
-    page = render_report(eval_dirs, comparisons, title, extra_sections, num_examples)
+    page = render_report(eval_dirs, comparisons, title, extra_sections, num_examples,
+                         lead_sections)
     out = Path(out_html)
     write_text_atomic(out, page)
     print(f"wrote {out}")
