@@ -41,6 +41,7 @@ def test_demo_quick_writes_every_artefact_and_report_renders(tmp_path, capsys,
     assert page.body["data-broken-images"] == "0"
     assert any(t["id"] == "headline" for t in page.tables)
     assert "What this run shows" in dom and "Class activation maps" in dom
+    assert dom.index("What this run shows") < dom.index("Most confused")  # the finding leads
 
 
 def test_group_metrics_and_finding_are_computed(tmp_path):

@@ -34,13 +34,13 @@ class DemoPlan:
     cam_videos: int  # validation videos per class scored for CAM localisation
 
 
-FULL = DemoPlan(train_per_class=60, val_per_class=20, video_size=128, epochs=6, cam_videos=20)
-QUICK = DemoPlan(train_per_class=16, val_per_class=6, video_size=96, epochs=3, cam_videos=6)
+FULL = DemoPlan(train_per_class=60, val_per_class=20, video_size=128, epochs=8, cam_videos=10)
+QUICK = DemoPlan(train_per_class=20, val_per_class=6, video_size=128, epochs=6, cam_videos=3)
 
 MODELS = {
     # key: (recipe, label for people)
     "2d": ("r2d_tiny.yaml", "2D ResNet-18, 4 frames, averaged"),
-    "3d": ("r3d_tiny.yaml", "3D ResNet-18, 16-frame clips"),
+    "3d": ("r3d_tiny.yaml", "3D ResNet-10, 16-frame clips"),
 }
 
 
@@ -191,6 +191,7 @@ def run(out_dir: str | Path = "demo_out", device: str = "auto", quick: bool = Fa
     from momentlens.analysis.report import write_report
     from momentlens.data import synth
     from momentlens.engine.evaluate import describe, evaluate
+    from momentlens.engine.runtime import resolve_device
 
     plan = plan or (QUICK if quick else FULL)
     out = Path(out_dir)
@@ -217,17 +218,18 @@ def run(out_dir: str | Path = "demo_out", device: str = "auto", quick: bool = Fa
     _done(t0, "evaluated")
     t0 = _stage("5/5 CAM gallery and report")
     holds, text = finding(groups)
-    sections = [("What this run shows", _finding_html(groups, text))]
+    sections = []
     try:
         sections.append(("Class activation maps", _gallery(runs, evals, data, device)))
     except ImportError as exc:  # pragma: no cover - CAM module missing
         print(f"   no CAM gallery: {exc}", file=sys.stderr)
     report = write_report([evals["2d"], evals["3d"]], out / "report.html",
                           title="momentlens demo: 2D frame averaging vs 3D convolution",
-                          extra_sections=sections)
+                          extra_sections=sections,
+                          lead_sections=[("What this run shows", _finding_html(groups, text))])
     summary = {"groups": groups, "finding_holds": holds, "finding": text,
                "report": str(report), "seconds": round(time.perf_counter() - t_all, 1),
-               "quick": quick}
+               "quick": quick, "device": str(resolve_device(device))}
     write_json_atomic(out / "summary.json", summary)
     _done(t0, f"report: {report}")
     print("\n" + _table(groups))
