@@ -154,7 +154,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", help="dataset folder (Moments-in-Time layout or class folders)")
     p.add_argument("--out", help="run folder (checkpoints, metrics.jsonl, tensorboard/)")
-    p.add_argument("--config", help="flat YAML recipe, e.g. configs/synth/r3d_tiny.yaml")
+    p.add_argument("--config", help="flat YAML recipe: a file, or a shipped one such as "
+                   "synth/r3d_tiny.yaml or mit_mini/rx3d101_16f.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting; repeatable")
     p.add_argument("--resume", metavar="RUN_DIR",

@@ -22,7 +22,7 @@ import numpy as np
 
 from momentlens.utils import MomentlensError, write_json_atomic
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "synth"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "synth"
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ MODELS = {
 
 
 def _recipe(name: str) -> Path:
-    # Installed from a checkout (pip install -e .): configs/ sits beside src/.
+    # Package data (pyproject.toml), present in a checkout and in an installed wheel.
     path = CONFIG_DIR / name
     if not path.is_file():
-        raise MomentlensError(f"demo recipe {path} not found; run the demo from a checkout "
-                              "of momentlens (configs/synth/)")
+        raise MomentlensError(f"demo recipe {path} not found: the installation is missing "
+                              "momentlens/configs/synth/; reinstall momentlens")
     return path
 
 

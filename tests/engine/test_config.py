@@ -121,3 +121,59 @@ def test_learning_rate_beyond_float32_is_a_config_error():
 
     with pytest.raises(MomentlensError, match="'lr' must be below"):
         load_config(None, {"lr": 1e300})
+
+
+def test_every_shipped_recipe_loads_from_any_folder(tmp_path, monkeypatch):
+    from momentlens.engine.config import list_recipes, load_config
+
+    names = list_recipes()
+    assert {"synth/r2d_tiny.yaml", "synth/r3d_tiny.yaml", "mit_mini/r2d50_4f.yaml",
+            "mit_mini/r3d101_16f.yaml", "mit_mini/rx3d101_16f.yaml"} <= set(names)
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped copies are found
+    for name in names:
+        cfg = load_config(name)
+        assert cfg == load_config(f"configs/{name}")
+    assert load_config("synth/r3d_tiny.yaml").frames == 16
+    assert load_config("mit_mini/r2d50_4f.yaml").model == "r2d50"
+    # A file of that name in the working folder wins over the shipped recipe.
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "r3d_tiny.yaml").write_text("model: r3d10\nframes: 8\n")
+    assert load_config("synth/r3d_tiny.yaml").frames == 8
+
+
+def test_unknown_recipe_names_the_shipped_ones(tmp_path, monkeypatch):
+    from momentlens.engine.config import load_config
+    from momentlens.utils import MomentlensError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MomentlensError, match=r"not found \(shipped recipes: .*synth/r3d_tiny"):
+        load_config("synth/nope.yaml")
+    with pytest.raises(MomentlensError, match="not found"):  # no climbing out of the folder
+        load_config("synth/../../engine/config.py")
+
+
+def test_wheel_carries_the_recipes(tmp_path):
+    """`momentlens demo` from an installed wheel needs configs/synth inside the package."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    # Build from a clean copy: a checkout's egg-info (from `pip install -e`) lists its
+    # files and would hide a missing package-data declaration.
+    tree = tmp_path / "tree"
+    shutil.copytree(root / "src", tree / "src",
+                    ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, tree / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "--disable-pip-version-check", "-q",
+                           "-w", str(tmp_path), str(tree)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("momentlens-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for recipe in ("synth/r2d_tiny.yaml", "synth/r3d_tiny.yaml", "mit_mini/rx3d101_16f.yaml"):
+        assert f"momentlens/configs/{recipe}" in names, sorted(names)[:20]

@@ -170,6 +170,30 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     raise MomentlensError(f"bad value {value!r} for '{key}' in {source}: expected {expected}")
 
 
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def list_recipes() -> list[str]:
+    """The recipes shipped with the package, as ``family/name.yaml``."""
+    return sorted(p.relative_to(RECIPES_DIR).as_posix() for p in RECIPES_DIR.glob("*/*.yaml"))
+
+
+def resolve_recipe(path: str | os.PathLike[str]) -> Path:
+    """``path`` when it is a file; else a shipped recipe of that name, with or without
+    the ``configs/`` prefix (``synth/r3d_tiny.yaml``, ``configs/mit_mini/r2d50_4f.yaml``)
+    so that a recipe named as in the README works from any folder."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    parts = p.parts[1:] if p.parts[:1] == ("configs",) else p.parts
+    if parts and not p.is_absolute() and ".." not in parts:
+        shipped = RECIPES_DIR.joinpath(*parts)
+        if shipped.is_file():
+            return shipped
+    raise MomentlensError(f"config file {p} not found (shipped recipes: "
+                          f"{', '.join(list_recipes())})")
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     flags: dict[str, Any] | None = None,
@@ -179,7 +203,7 @@ def load_config(
     then ``key=value`` overrides. Returns a validated :class:`TrainConfig`."""
     values: dict[str, Any] = {}
     if path:
-        p = Path(path)
+        p = resolve_recipe(path)
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
