@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from momentlens import demo
 
@@ -17,7 +18,9 @@ TINY_SETTINGS = {"size": 32, "resize": 36, "width": 0.125, "batch_size": 5, "wor
 def test_demo_quick_writes_every_artefact_and_report_renders(tmp_path, capsys,
                                                             render_in_chromium, parse_dom):
     out = tmp_path / "demo"
-    summary = demo.run(out, device="cpu", plan=TINY, overrides=TINY_SETTINGS)
+    # device="auto", as `make demo` runs it (the CPU here; a GPU where there is one).
+    summary = demo.run(out, device="auto", plan=TINY, overrides=TINY_SETTINGS)
+    assert summary["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     printed = capsys.readouterr().out
     # the dataset, both runs, both evaluations (with CAM scores), the comparison, the report
     assert (out / "data" / "synth_info.json").is_file()

@@ -67,15 +67,16 @@ def cam_scores(model: torch.nn.Module, meta: dict[str, Any], split: Split, recor
 
 
 def gallery_section(run_dir: str | Path, eval_dir: str | Path, data: str | Path,
-                    device: str = "cpu", label: str = "", correct: int = 3, wrong: int = 3,
+                    device: str = "auto", label: str = "", correct: int = 3, wrong: int = 3,
                     split: str = "validation") -> str:
     """HTML: the most confident correct and wrong predictions of an evaluation, with the
     CAM of the predicted class and, for mistakes, of the true class (paper Figure 6)."""
     from momentlens.analysis.camviz import GalleryItem, gallery_html
     from momentlens.analysis.evalio import read_evaluation
     from momentlens.engine.checkpoint import load_model
+    from momentlens.engine.runtime import resolve_device
 
-    model, meta = load_model(run_dir, device)
+    model, meta = load_model(run_dir, resolve_device(device))  # "auto" is a CLI name
     ev = read_evaluation(eval_dir)
     pred = ev.probs.argmax(axis=1)
     conf = ev.probs.max(axis=1)
