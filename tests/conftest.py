@@ -96,3 +96,26 @@ def render_in_chromium():
 def parse_dom():
     """``parse(dom)`` -> an object with ``.tables`` (class, id, rows of cell text) and ``.body``."""
     return _parse_dom
+
+
+def _write_model_file(folder: Path, classes: list[str], seed: int, **settings: object) -> Path:
+    """An untrained model built from ``settings`` (TrainConfig keys) with weights drawn
+    from ``seed``, saved as ``folder/model.safetensors`` the way training saves one."""
+    import torch
+
+    from momentlens.engine.checkpoint import save_model_file
+    from momentlens.engine.config import load_config
+    from momentlens.engine.train import build_model, model_meta
+
+    torch.manual_seed(seed)
+    cfg = load_config(None, settings)
+    net = build_model(cfg, len(classes))
+    path = Path(folder) / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    save_model_file(path, net, model_meta(cfg, net, list(classes)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_model_file():
+    return _write_model_file

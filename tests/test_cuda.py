@@ -17,9 +17,8 @@ import pytest
 import torch
 
 from momentlens.data import synth
-from momentlens.engine.checkpoint import load_model, save_model_file
+from momentlens.engine.checkpoint import load_model
 from momentlens.engine.config import load_config
-from momentlens.engine.train import build_model, model_meta
 from momentlens.models.registry import create_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -93,23 +92,13 @@ def test_bf16_training_on_cuda_learns_and_reloads_on_cpu(data, tmp_path):
                                    rtol=1e-4, atol=1e-4)
 
 
-def _model_file(tmp: Path) -> Path:
-    torch.manual_seed(3)
-    cfg = load_config(None, {"model": "r3d10", "frames": 8, "size": 32, "width": 0.25,
-                             "stride": 2, "last_stride": 1})
-    net = build_model(cfg, len(CLASSES))
-    path = tmp / "m" / "model.safetensors"
-    path.parent.mkdir(parents=True)
-    save_model_file(path, net, model_meta(cfg, net, CLASSES))
-    return path
-
-
-def test_evaluate_and_cam_on_cuda_match_cpu(data, tmp_path):
+def test_evaluate_and_cam_on_cuda_match_cpu(data, tmp_path, write_model_file):
     from momentlens.analysis.cam import video_cams
     from momentlens.analysis.evalio import read_evaluation
     from momentlens.engine.evaluate import evaluate
 
-    path = _model_file(tmp_path)
+    path = write_model_file(tmp_path / "m", CLASSES, 3, model="r3d10", frames=8, size=32,
+                            width=0.25, stride=2, last_stride=1)
     for device in ("cpu", "cuda"):
         evaluate(path, data, tmp_path / device, device=device, workers=0, clips=2, crops=3,
                  cam=True, cam_frames=4)

@@ -13,10 +13,8 @@ import torch
 from momentlens.analysis.evalio import read_evaluation
 from momentlens.cli import main
 from momentlens.data import synth
-from momentlens.engine.checkpoint import load_model, save_model_file
-from momentlens.engine.config import load_config
+from momentlens.engine.checkpoint import load_model
 from momentlens.engine.evaluate import MultiViewDataset, evaluate, predict
-from momentlens.engine.train import build_model, model_meta
 
 CLASSES = ["ring", "square", "falling", "rising"]
 
@@ -29,22 +27,12 @@ def data(tmp_path_factory) -> Path:
     return out
 
 
-def _model_file(tmp: Path, name: str, model: str, frames: int, seed: int) -> Path:
-    torch.manual_seed(seed)
-    cfg = load_config(None, {"model": model, "frames": frames, "size": 32, "width": 0.125,
-                             "stride": 2})
-    net = build_model(cfg, len(CLASSES))
-    path = tmp / name / "model.safetensors"
-    path.parent.mkdir(parents=True)
-    save_model_file(path, net, model_meta(cfg, net, CLASSES))
-    return path
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
+def models(tmp_path_factory, write_model_file) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("models")
-    return {"3d": _model_file(tmp, "m3d", "r3d10", 8, 0),
-            "2d": _model_file(tmp, "m2d", "r2d18", 4, 1)}
+    tiny = {"size": 32, "width": 0.125, "stride": 2}
+    return {"3d": write_model_file(tmp / "m3d", CLASSES, 0, model="r3d10", frames=8, **tiny),
+            "2d": write_model_file(tmp / "m2d", CLASSES, 1, model="r2d18", frames=4, **tiny)}
 
 
 def test_model_file_round_trip(models):
