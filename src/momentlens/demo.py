@@ -22,8 +22,6 @@ import numpy as np
 
 from momentlens.utils import MomentlensError, write_json_atomic
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "synth"
-
 
 @dataclass(frozen=True)
 class DemoPlan:
@@ -45,8 +43,10 @@ MODELS = {
 
 
 def _recipe(name: str) -> Path:
-    # Package data (pyproject.toml), present in a checkout and in an installed wheel.
-    path = CONFIG_DIR / name
+    # The shipped recipe itself, never a same-named file in the working folder.
+    from momentlens.engine.config import RECIPES_DIR
+
+    path = RECIPES_DIR / "synth" / name
     if not path.is_file():
         raise MomentlensError(f"demo recipe {path} not found: the installation is missing "
                               "momentlens/configs/synth/; reinstall momentlens")
