@@ -69,11 +69,10 @@ def measure(data: Path, model_name: str, frames: int, stride: int, width: float,
     model = T.build_model(cfg, len(split.classes)).to(dev)
     T.set_finetune(model, "all")
     if channels_last:
-        model.to(memory_format=torch.channels_last if T.is_2d(model_name)
-                 else torch.channels_last_3d)
+        model.to(memory_format=model.memory_format)
     amp_dtype = torch.bfloat16 if amp == "bf16" else None
-    ds = T.make_dataset(cfg, split, train=True, run_dir=None)
-    normalizer = Normalizer(T.norm_preset(cfg, model), channels_last=channels_last)
+    ds = T.make_dataset(cfg, T.input_spec(cfg, model), split, train=True, run_dir=None)
+    normalizer = Normalizer(T.input_spec(cfg, model), channels_last=channels_last)
     optimizer = T.make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     rows = []
     for epoch, n in enumerate((1, steps)):  # warm-up step, then the timed steps

@@ -105,14 +105,14 @@ def _write_model_file(folder: Path, classes: list[str], seed: int, **settings: o
 
     from momentlens.engine.checkpoint import save_model_file
     from momentlens.engine.config import load_config
-    from momentlens.engine.train import build_model, model_meta
+    from momentlens.engine.train import build_model, input_spec, model_meta
 
     torch.manual_seed(seed)
     cfg = load_config(None, settings)
     net = build_model(cfg, len(classes))
     path = Path(folder) / "model.safetensors"
     path.parent.mkdir(parents=True)
-    save_model_file(path, net, model_meta(cfg, net, list(classes)))
+    save_model_file(path, net, model_meta(cfg, input_spec(cfg, net), list(classes)))
     return path
 
 

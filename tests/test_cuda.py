@@ -58,7 +58,7 @@ def test_forward_on_cuda_matches_cpu(name, options, frames, channels_last):
         gpu = model.cuda()
         xg = x.cuda()
         if channels_last:
-            fmt = torch.channels_last if name.startswith("r2d") else torch.channels_last_3d
+            fmt = model.memory_format
             gpu = gpu.to(memory_format=fmt)
             if x.ndim == 5 and fmt == torch.channels_last_3d:
                 xg = xg.contiguous(memory_format=fmt)

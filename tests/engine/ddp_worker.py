@@ -47,21 +47,21 @@ def main() -> None:
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     ddp = torch.nn.parallel.DistributedDataParallel(model) if info.enabled else model
     per_rank = cfg.batch_size // info.world_size
-    ds = T.make_dataset(cfg, train_split, train=True, run_dir=None)
+    ds = T.make_dataset(cfg, T.input_spec(cfg, model), train_split, train=True, run_dir=None)
     sampler = D.EpochSampler(len(ds), per_rank, info, seed=cfg.seed, max_batches=args.accum)
     ds.set_epoch(0)
     loader = make_loader(ds, per_rank, 0, sampler, device)
     optimizer = T.make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     schedule = T.LRSchedule(replace(cfg, schedule="none"), 1)
     state = T.TrainState()
-    normalizer = Normalizer(T.norm_preset(cfg, model))
+    normalizer = Normalizer(T.input_spec(cfg, model))
     T.train_one_epoch(ddp, loader, optimizer, schedule, state, cfg, device, normalizer, None,
                       info, T.StopRequest(), lambda: None)
     assert state.step == 1 and state.batch_in_epoch == args.accum, state
 
     val_split = load_split(args.data, "validation")
     val_split = replace(val_split, records=val_split.records[:args.val_videos])
-    val = T.make_dataset(cfg, val_split, train=False, run_dir=None)
+    val = T.make_dataset(cfg, T.input_spec(cfg, model), val_split, train=False, run_dir=None)
     local = list(D.EpochSampler(len(val), 2, info, shuffle=False))
     scores = score_dataset(model, val, device, normalizer, batch_size=2, info=info)
     torch.save({"weights": {k: v.clone() for k, v in model.state_dict().items()},

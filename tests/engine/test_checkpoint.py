@@ -15,7 +15,10 @@ from momentlens.models.registry import create_model
 from momentlens.utils import MomentlensError
 
 META = {"model": "r3d10", "num_classes": 3, "options": {"width": 0.125, "frames": 4, "size": 32},
-        "classes": ["a", "b", "c"], "input": {"frames": 4, "size": 32}}
+        "classes": ["a", "b", "c"],
+        # the input record as files before mean/std joined it wrote it
+        "input": {"sampler": "clip", "frames": 4, "stride": 1, "size": 32, "resize": 37,
+                  "norm": "kinetics_255"}}
 
 
 def _model(seed: int = 0) -> torch.nn.Module:

@@ -15,6 +15,7 @@ from momentlens.cli import main
 from momentlens.data import synth
 from momentlens.engine.checkpoint import load_model
 from momentlens.engine.evaluate import MultiViewDataset, evaluate, predict
+from momentlens.models.spec import InputSpec
 
 CLASSES = ["ring", "square", "falling", "rising"]
 
@@ -68,7 +69,7 @@ def test_evaluate_writes_every_file_and_is_repeatable(tmp_path, data, models):
     from momentlens.engine.inference import Normalizer
 
     with torch.no_grad():
-        probs = torch.softmax(model(Normalizer(meta["input"]["norm"])(clip[None])), 1)[0]
+        probs = torch.softmax(model(Normalizer(InputSpec.from_dict(meta["input"]))(clip[None])), 1)[0]
     np.testing.assert_allclose(ev.probs[0], probs.numpy(), rtol=1e-4, atol=1e-6)
 
 
@@ -87,7 +88,7 @@ def test_clips_and_crops_average_views(tmp_path, data, models):
     assert not torch.equal(clips[0], clips[2])  # left and right crops differ
     assert not torch.equal(clips[0], clips[3])  # so do the two clips in time
     with torch.no_grad():
-        views = torch.softmax(model(Normalizer(meta["input"]["norm"])(clips)), 1)
+        views = torch.softmax(model(Normalizer(InputSpec.from_dict(meta["input"]))(clips)), 1)
     ev = read_evaluation(tmp_path / "e")
     rel = records[0].path.relative_to(data).as_posix()
     row = ev.paths.index(rel)

@@ -15,6 +15,7 @@ from momentlens.engine import train as T
 from momentlens.engine.config import config_from_dict, load_config
 from momentlens.engine.inference import Normalizer, score_dataset
 from momentlens.engine.tbevents import read_scalars
+from momentlens.models.spec import InputSpec
 
 
 @pytest.mark.parametrize("model,optimizer,lr", [
@@ -57,9 +58,11 @@ def test_loss_falls_and_checkpoint_reloads(synth_dir, tmp_path, eng, monkeypatch
 
     # ... and scores the validation split exactly as validation did during training.
     split = load_split(synth_dir, "validation")
-    val = T.make_dataset(cfg, split, train=False, run_dir=None)
-    scores = score_dataset(reloaded, val, torch.device("cpu"),
-                           Normalizer(meta["input"]["norm"]), batch_size=4)
+    spec = InputSpec.from_dict(meta["input"])
+    assert spec == reloaded.input_spec
+    assert json.loads((run_dir / "input.json").read_text()) == meta["input"]
+    val = T.make_dataset(cfg, spec, split, train=False, run_dir=None)
+    scores = score_dataset(reloaded, val, torch.device("cpu"), Normalizer(spec), batch_size=4)
     top1 = float(np.mean(scores.video_probs.argmax(1) == scores.labels))
     assert top1 == rows[-1]["val_top1"]
 

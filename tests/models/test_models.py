@@ -52,7 +52,7 @@ def test_forward_backward_and_head(name):
     with torch.no_grad():
         feats = model.forward_features(x)
         assert feats.ndim == 5 and feats.shape[:2] == (CLIP[0], model.num_features)
-        if name.startswith("r2d"):
+        if model.conv_dims == 2:
             assert feats.shape[2] == CLIP[2]  # one map per frame
         torch.testing.assert_close(model.forward_head(feats), model(x), rtol=0, atol=0)
         # The head is global average pooling + the one linear layer.
@@ -77,10 +77,12 @@ def test_classifier_and_reset(name):
 def test_input_spec(name):
     spec = create_model(name, 3, width=WIDTH).input_spec
     assert isinstance(spec, InputSpec)
-    if name.startswith("r2d"):
-        assert spec == InputSpec(frames=4, size=224, pixel_range=1.0, norm="imagenet")
+    if spec.sampler == "segments":
+        assert spec == InputSpec(sampler="segments", frames=4, size=224, norm="imagenet")
+        assert spec.pixel_range == 1.0 and spec.short_side == 256
     else:
-        assert spec == InputSpec(frames=16, size=112, pixel_range=255.0, norm="kinetics_255")
+        assert spec == InputSpec(sampler="clip", frames=16, size=112, norm="kinetics_255")
+        assert spec.pixel_range == 255.0 and spec.short_side == 128
     with pytest.raises(Exception, match="frozen|cannot assign"):
         spec.frames = 8
 
@@ -89,7 +91,7 @@ def test_input_spec_options():
     spec = create_model("r3d50", 3, width=WIDTH, style="2020").input_spec
     assert (spec.pixel_range, spec.norm) == (1.0, "kinetics_01")
     spec = create_model("r3d18", 3, width=WIDTH, frames=8, size=64, norm="activitynet_255").input_spec
-    assert spec == InputSpec(frames=8, size=64, pixel_range=255.0, norm="activitynet_255")
+    assert spec == InputSpec(sampler="clip", frames=8, size=64, norm="activitynet_255")
     with pytest.raises(MomentlensError, match="unknown normalisation preset"):
         create_model("r2d18", 3, width=WIDTH, norm="imagenett")
 

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError
 
 # ----------------------------------------------------------------------------- tensors
@@ -218,16 +219,7 @@ class VideoCAM:
 
 def view_indices(meta: dict[str, Any], num_frames: int) -> np.ndarray:
     """Source frame indices ``(T,)`` of the model's single evaluation view of a video."""
-    from momentlens.data.sampling import clip_indices, segment_indices
-
-    spec = meta["input"]
-    if spec["sampler"] == "segments":
-        return segment_indices(num_frames, int(spec["frames"]), train=False)
-    if spec["sampler"] == "clip":
-        return clip_indices(num_frames, int(spec["frames"]), int(spec.get("stride", 1)),
-                            train=False)
-    raise MomentlensError(f"model input has unknown sampler {spec['sampler']!r}; "
-                          "allowed: segments, clip")
+    return InputSpec.from_dict(meta["input"]).view_indices(num_frames)
 
 
 def class_index(meta: dict[str, Any], name: str | int) -> int:
@@ -256,10 +248,10 @@ def _sliding_views(meta: dict[str, Any], num_frames: int, k: int) -> tuple[np.nd
     """``k`` frames spread over the whole video and, for each, the model's view centred
     on it: ``(centres (k,), views (k, T))``. 2D models (segment sampling) see the frame alone."""
     centres = np.round(np.linspace(0, num_frames - 1, k)).astype(np.int64)
-    spec = meta["input"]
-    if spec["sampler"] == "segments":
+    spec = InputSpec.from_dict(meta["input"])
+    if spec.sampler == "segments":
         return centres, centres[:, None]
-    t, stride = int(spec["frames"]), int(spec.get("stride", 1))
+    t, stride = spec.frames, spec.stride
     offsets = stride * (np.arange(t) - t // 2)
     return centres, np.clip(centres[:, None] + offsets[None], 0, num_frames - 1)
 
@@ -279,10 +271,10 @@ def video_cams(model: nn.Module, meta: dict[str, Any], video_path: str | os.Path
     evaluation view, as without ``sliding``.
     """
     from momentlens.data.decode import open_video
-    from momentlens.data.transforms import ClipTransform, normalize, to_tensor
+    from momentlens.data.transforms import ClipTransform, to_tensor
 
     wanted = [class_index(meta, c) for c in class_names]
-    spec = meta["input"]
+    spec = InputSpec.from_dict(meta["input"])
     with open_video(video_path) as reader:
         n_src = reader.num_frames
         indices = view_indices(meta, n_src)
@@ -292,14 +284,14 @@ def video_cams(model: nn.Module, meta: dict[str, Any], video_path: str | os.Path
         else:
             src = reader.get_frames(indices)
         fps = float(reader.fps)
-    transform = ClipTransform(size=int(spec["size"]), resize=spec.get("resize"), train=False)
+    transform = ClipTransform(size=spec.size, resize=spec.short_side, train=False)
     geo = transform.geometry(src.shape[1:3])
     device = next(model.parameters()).device
     t = len(indices)
 
     def prepare(clip_frames: np.ndarray) -> torch.Tensor:
         clip = to_tensor(transform(clip_frames))[None].to(device)
-        return normalize(clip, spec["norm"], mean=spec.get("mean"), std=spec.get("std"))
+        return spec.normalize(clip)
 
     was_training = model.training
     model.eval()  # BatchNorm running statistics, as in evaluation
@@ -315,7 +307,7 @@ def video_cams(model: nn.Module, meta: dict[str, Any], video_path: str | os.Path
         model.train(was_training)
     probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
     top = np.argsort(-probs, kind="stable")[:max(0, topk)].tolist()
-    size = int(spec["size"])
+    size = spec.size
     if sliding:
         keep_frames, shown = centres, src[t + np.arange(len(centres)) * windows.shape[1]
                                           + windows.shape[1] // 2]

@@ -227,9 +227,11 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     """Rebuild a trained model from a run folder, checkpoint folder or model file.
 
     Returns ``(model, meta)`` with the model in eval mode on ``device``; ``meta`` holds
-    ``classes`` (output order) and ``input`` (sampler, frames, stride, size, resize, norm).
+    ``classes`` (output order) and ``input``, the run's input record, which is also
+    ``model.input_spec``.
     """
     from momentlens.models.registry import create_model
+    from momentlens.models.spec import InputSpec
 
     file = resolve_model_path(path)
     tensors, meta = read_model_file(file)
@@ -239,4 +241,6 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     except RuntimeError as exc:
         raise MomentlensError(f"{file} does not match model {meta['model']!r}: {exc}") from None
     meta["path"] = str(file)
+    # The run's own input record (overrides included) replaces the builder's default.
+    model.input_spec = InputSpec.from_dict(meta["input"], str(file))
     return model.to(device).eval(), meta

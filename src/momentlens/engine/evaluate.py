@@ -23,6 +23,7 @@ from momentlens.data.transforms import CropGeometry, resized_crop
 from momentlens.engine.checkpoint import load_model
 from momentlens.engine.inference import Normalizer, score_dataset
 from momentlens.engine.runtime import amp_dtype, resolve_device
+from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError, progress
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
@@ -90,13 +91,12 @@ def _label_map(split: Split, model_classes: list[str]) -> np.ndarray:
     return np.array([index[c] for c in split.classes])
 
 
-def _views_dataset(meta: dict[str, Any], records: Sequence[Any], clips: int, crops: int,
-                   backend: str = "auto", quarantine: Path | None = None) -> MultiViewDataset:
-    spec = meta["input"]
+def _views_dataset(spec: InputSpec, num_classes: int, records: Sequence[Any], clips: int,
+                   crops: int, backend: str = "auto", quarantine: Path | None = None
+                   ) -> MultiViewDataset:
     return MultiViewDataset(
-        records, num_classes=len(meta["classes"]), sampler=spec["sampler"],
-        frames=spec["frames"], stride=spec["stride"], train=False, size=spec["size"],
-        resize=spec["resize"], backend=backend, num_clips=clips, crops=crops,
+        records, num_classes=num_classes, **spec.dataset_options(),
+        train=False, backend=backend, num_clips=clips, crops=crops,
         quarantine_path=quarantine,
     )
 
@@ -129,8 +129,9 @@ def evaluate(
     quarantine = out / "quarantine.jsonl"
     if quarantine.exists():
         quarantine.unlink()  # each evaluation retries every video
-    dataset = _views_dataset(meta, the_split.records, clips, crops, quarantine=quarantine)
-    normalizer = Normalizer(meta["input"]["norm"])
+    dataset = _views_dataset(model.input_spec, len(meta["classes"]), the_split.records, clips,
+                             crops, quarantine=quarantine)
+    normalizer = Normalizer(model.input_spec)
     scores = score_dataset(model, dataset, dev, normalizer, batch_size=batch_size,
                            workers=workers, amp=amp_dtype(amp, dev), desc=f"evaluate {split}")
     failed = dataset.failed_indices()
@@ -216,8 +217,8 @@ def predict(model_path: str | Path, inputs: Sequence[str | Path], topk: int = 5,
     model, meta = load_model(model_path, dev)
     videos = collect_videos(inputs)
     records = [VideoRecord(path=v.resolve(), label=0, extra={}) for v in videos]
-    dataset = _views_dataset(meta, records, clips, 1)
-    scores = score_dataset(model, dataset, dev, Normalizer(meta["input"]["norm"]),
+    dataset = _views_dataset(model.input_spec, len(meta["classes"]), records, clips, 1)
+    scores = score_dataset(model, dataset, dev, Normalizer(model.input_spec),
                            batch_size=batch_size, workers=workers,
                            desc="predict") if len(videos) > 1 else _one(model, dataset, dev, meta)
     failed = dataset.failed_indices()
@@ -244,7 +245,7 @@ def _one(model: torch.nn.Module, dataset: MultiViewDataset, dev: torch.device,
 
     clips, label, idx = dataset[0]
     x = clips if clips.ndim == 5 else clips[None]
-    logits = model(Normalizer(meta["input"]["norm"])(x.to(dev)))
+    logits = model(Normalizer(model.input_spec)(x.to(dev)))
     probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
     return Scores(indices=np.array([idx]), labels=np.array([label]), clip_probs=probs[None])
 

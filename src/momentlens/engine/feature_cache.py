@@ -27,6 +27,7 @@ from momentlens.engine.config import TrainConfig
 from momentlens.engine.distributed import DistInfo, EpochSampler
 from momentlens.engine.inference import Normalizer, make_loader
 from momentlens.engine.runtime import autocast
+from momentlens.models.spec import InputSpec
 from momentlens.utils import progress, write_text_atomic
 
 
@@ -48,13 +49,13 @@ def pooled_features(model: nn.Module, dataset: Any, device: torch.device,
     return torch.cat(feats), torch.cat(labels)
 
 
-def train_head_on_cache(cfg: TrainConfig, model: nn.Module, train_split: Split, val_split: Split,
-                        device: torch.device, normalizer: Normalizer, amp: torch.dtype | None,
+def train_head_on_cache(cfg: TrainConfig, model: nn.Module, spec: InputSpec, train_split: Split,
+                        val_split: Split, device: torch.device, normalizer: Normalizer, amp: torch.dtype | None,
                         meta: dict[str, Any], run_dir: Path, info: DistInfo) -> dict[str, Any]:
     from momentlens.engine.train import LRSchedule, make_dataset, make_optimizer
 
-    train_ds = make_dataset(cfg, train_split, False, run_dir)
-    val_ds = make_dataset(cfg, val_split, False, run_dir)
+    train_ds = make_dataset(cfg, spec, train_split, False, run_dir)
+    val_ds = make_dataset(cfg, spec, val_split, False, run_dir)
     t0 = time.perf_counter()
     xtr, ytr = pooled_features(model, train_ds, device, normalizer, amp, cfg.batch_size,
                                cfg.workers, info, "cache features (training)")

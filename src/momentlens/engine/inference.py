@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from momentlens.data.transforms import normalize
 from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects
 from momentlens.engine.runtime import autocast
+from momentlens.models.spec import InputSpec
 from momentlens.utils import progress
 
 
@@ -34,15 +34,13 @@ class Scores:
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Turns uint8 clips on the device into the model's float input."""
+    """Turns uint8 clips on the device into the model's float input, as ``spec`` says."""
 
-    preset: str
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    spec: InputSpec
     channels_last: bool = False
 
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:
-        x = normalize(clips, self.preset, mean=self.mean, std=self.std)
+        x = self.spec.normalize(clips)
         if self.channels_last and x.ndim == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return x

@@ -46,6 +46,7 @@ from momentlens.engine.runtime import (
 from momentlens.engine.tbevents import EventWriter
 from momentlens.models.base import set_finetune
 from momentlens.models.registry import create_model
+from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError, progress, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -58,23 +59,17 @@ class TrainingDiverged(MomentlensError):
 # ----------------------------------------------------------------------------- pieces
 
 
-def is_2d(model_name: str) -> bool:
-    return model_name.startswith("r2d")
-
-
-def sampler_kind(cfg: TrainConfig) -> str:
-    if cfg.sampler != "auto":
-        return cfg.sampler
-    return "segments" if is_2d(cfg.model) else "clip"
+#: Settings of the training config that are also model builder options.
+BUILDER_SETTINGS = ("width", "frames", "size", "last_stride", "style")
 
 
 def model_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The builder options a run's model is made with (also stored in its model files)."""
-    options: dict[str, Any] = {"width": cfg.width, "frames": cfg.frames, "size": cfg.size,
-                               "last_stride": cfg.last_stride}
-    if not is_2d(cfg.model):
-        options["style"] = cfg.style
-    return options
+    """The builder options a run's model is made with (also stored in its model files):
+    the settings of :data:`BUILDER_SETTINGS` that the model's builder accepts."""
+    from momentlens.models.registry import model_options as accepted
+
+    allowed = set(accepted(cfg.model))
+    return {k: getattr(cfg, k) for k in BUILDER_SETTINGS if k in allowed}
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -87,31 +82,30 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def norm_preset(cfg: TrainConfig, model: nn.Module) -> str:
-    return model.input_spec.norm if cfg.norm == "auto" else cfg.norm
+def input_spec(cfg: TrainConfig, model: nn.Module) -> InputSpec:
+    """The model's own input record with the run's overrides (sampler, stride, resize,
+    norm; ``auto``/0 keep the model's)."""
+    return model.input_spec.override(sampler=cfg.sampler, stride=cfg.stride,
+                                     resize=cfg.resize, norm=cfg.norm)
 
 
-def model_meta(cfg: TrainConfig, model: nn.Module, classes: list[str]) -> dict[str, Any]:
+def model_meta(cfg: TrainConfig, spec: InputSpec, classes: list[str]) -> dict[str, Any]:
     """What a model file must say for ``evaluate``/``predict``/``cam`` to rebuild and feed it."""
     return {
         "model": cfg.model,
         "num_classes": len(classes),
         "options": model_options(cfg),
         "classes": classes,
-        "input": {
-            "sampler": sampler_kind(cfg), "frames": cfg.frames, "stride": cfg.stride,
-            "size": cfg.size, "resize": cfg.resolved_resize, "norm": norm_preset(cfg, model),
-        },
+        "input": spec.to_dict(),
         "config": cfg.to_dict(),
     }
 
 
-def make_dataset(cfg: TrainConfig, split: Split, train: bool, run_dir: Path | None,
-                 num_clips: int = 1) -> VideoDataset:
+def make_dataset(cfg: TrainConfig, spec: InputSpec, split: Split, train: bool,
+                 run_dir: Path | None, num_clips: int = 1) -> VideoDataset:
     return VideoDataset(
-        split.records, num_classes=len(split.classes), sampler=sampler_kind(cfg),
-        frames=cfg.frames, stride=cfg.stride, train=train, size=cfg.size,
-        resize=cfg.resolved_resize, backend=cfg.backend, seed=cfg.seed,
+        split.records, num_classes=len(split.classes), **spec.dataset_options(),
+        train=train, backend=cfg.backend, seed=cfg.seed,
         quarantine_path=(run_dir / "quarantine.jsonl") if run_dir else None,
         num_clips=num_clips,
     )
@@ -361,27 +355,28 @@ def _run(cfg: TrainConfig, run_dir: Path, restored: tuple | None, device: torch.
     if cfg.channels_last:
         # 2D models hold 4D conv weights (channels_last); their (B, C, T, H, W) input in
         # channels_last_3d reshapes to channels_last frames without a copy.
-        model.to(memory_format=torch.channels_last if is_2d(cfg.model)
-                 else torch.channels_last_3d)
+        model.to(memory_format=model.memory_format)
     amp = amp_dtype(cfg.amp, device)
-    normalizer = Normalizer(norm_preset(cfg, model), channels_last=cfg.channels_last)
-    meta = model_meta(cfg, model, classes)
+    spec = input_spec(cfg, model)
+    normalizer = Normalizer(spec, channels_last=cfg.channels_last)
+    meta = model_meta(cfg, spec, classes)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        write_json_atomic(run_dir / "input.json", spec.to_dict())
         write_json_atomic(run_dir / "env.json", environment(device))
     if cfg.cache_features:
         from momentlens.engine.feature_cache import train_head_on_cache
 
-        return train_head_on_cache(cfg, model, train_split, val_split, device, normalizer,
-                                   amp, meta, run_dir, info)
+        return train_head_on_cache(cfg, model, spec, train_split, val_split, device,
+                                   normalizer, amp, meta, run_dir, info)
 
     per_rank_batch = cfg.batch_size // info.world_size
     if per_rank_batch * info.world_size != cfg.batch_size:
         raise MomentlensError(f"--batch-size {cfg.batch_size} must divide by the number of "
                               f"processes ({info.world_size})")
-    train_ds = make_dataset(cfg, train_split, True, run_dir)
-    val_ds = make_dataset(cfg, val_split, False, run_dir, num_clips=cfg.val_clips)
+    train_ds = make_dataset(cfg, spec, train_split, True, run_dir)
+    val_ds = make_dataset(cfg, spec, val_split, False, run_dir, num_clips=cfg.val_clips)
     sampler = EpochSampler(len(train_ds), per_rank_batch, info, seed=cfg.seed,
                            max_batches=cfg.max_steps_per_epoch * cfg.accum_steps)
     steps_per_epoch = sampler.batches_per_epoch() // cfg.accum_steps

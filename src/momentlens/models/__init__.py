@@ -4,8 +4,9 @@
 every model follows :class:`~momentlens.models.base.VideoClassifier`.
 """
 
-from momentlens.models.base import InputSpec, VideoClassifier, set_finetune
+from momentlens.models.base import VideoClassifier, set_finetune
 from momentlens.models.registry import create_model, list_models, register_model
+from momentlens.models.spec import InputSpec
 from momentlens.models.weights import LoadReport, inflate_2d_to_3d, load_pretrained
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""What every momentlens model shares: the input record, the head, partial fine-tuning.
+"""What every momentlens model shares: the interface, the head, partial fine-tuning.
 
 Every registered model is a :class:`VideoClassifier`. It maps a clip
 ``(B, 3, T, H, W)`` (float, already normalised as ``input_spec`` says) to logits
@@ -13,47 +13,13 @@ class ``k`` is simply ``einsum('c,bcthw->bthw', classifier.weight[k], f)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError
 
-#: Normalisation presets; their mean/std values belong to the data pipeline.
-NORM_PRESETS = ("imagenet", "kinetics_255", "activitynet_255", "kinetics_01", "none")
-
 FINETUNE_MODES = ("fc", "last_stage", "all")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """The clip a model expects.
-
-    frames:       T, frames per clip (for 2D models: frames averaged per clip).
-    size:         H = W of the square crop, in pixels.
-    pixel_range:  1.0 if pixels are scaled to ``[0, 1]`` before normalisation,
-                  255.0 if they stay in ``[0, 255]`` (3D-ResNets-PyTorch 2018 weights).
-    norm:         name of a normalisation preset, one of :data:`NORM_PRESETS`.
-    """
-
-    frames: int
-    size: int
-    pixel_range: float
-    norm: str
-
-    def __post_init__(self) -> None:
-        if self.norm not in NORM_PRESETS:
-            raise MomentlensError(
-                f"unknown normalisation preset {self.norm!r}; allowed: {', '.join(NORM_PRESETS)}")
-        if self.pixel_range not in (1.0, 255.0):
-            raise MomentlensError(f"pixel_range must be 1.0 or 255.0, got {self.pixel_range!r}")
-        if self.frames < 1 or self.size < 1:
-            raise MomentlensError(f"frames and size must be positive, got {self.frames}, {self.size}")
-
-    def shape(self, batch: int = 1) -> tuple[int, int, int, int, int]:
-        """The input shape ``(B, 3, T, H, W)`` for ``batch`` clips."""
-        return (batch, 3, self.frames, self.size, self.size)
 
 
 class VideoClassifier(nn.Module):
@@ -64,6 +30,8 @@ class VideoClassifier(nn.Module):
     """
 
     last_stage_name = "layer4"
+    #: 2 for models built of 2D convolutions (applied frame by frame), 3 for 3D ones.
+    conv_dims = 3
     #: class count of the reference pretraining (ImageNet 1000, Kinetics 400).
     reference_num_classes = 400
 
@@ -96,6 +64,12 @@ class VideoClassifier(nn.Module):
     def classifier(self) -> nn.Linear:
         """The final ``nn.Linear`` (``fc.weight`` is ``(num_classes, C)``)."""
         return self.fc
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The channels-last layout of this model's convolution weights: ``channels_last``
+        for 2D convolutions, ``channels_last_3d`` for 3D ones."""
+        return torch.channels_last if self.conv_dims == 2 else torch.channels_last_3d
 
     @property
     def num_features(self) -> int:

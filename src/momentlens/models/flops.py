@@ -84,7 +84,7 @@ def model_cost(name: str, num_classes: int | None = None, **options: Any) -> Mod
     spec = model.input_spec
     shape = spec.shape(1)
     return ModelCost(
-        name=name, family="2D" if name.startswith("r2d") else "3D",
+        name=name, family=f"{model.conv_dims}D",
         params=sum(p.numel() for p in model.parameters()), macs=count_macs(model, shape),
         input_shape=shape, norm=spec.norm, num_classes=n,
     )

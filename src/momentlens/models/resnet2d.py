@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from momentlens.models.base import InputSpec, VideoClassifier
+from momentlens.models.base import VideoClassifier
 from momentlens.models.registry import register_model
+from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError
 
 
@@ -86,6 +87,7 @@ class ResNet2D(VideoClassifier):
     """
 
     reference_num_classes = 1000
+    conv_dims = 2
 
     def __init__(self, block: type[BasicBlock2d | Bottleneck2d], layers: tuple[int, ...],
                  num_classes: int, *, width: float = 1.0, frames: int = 4, size: int = 224,
@@ -93,7 +95,7 @@ class ResNet2D(VideoClassifier):
         super().__init__()
         if last_stride not in (1, 2):
             raise MomentlensError(f"last_stride={last_stride!r} is not allowed; choose 1 or 2")
-        self.input_spec = InputSpec(frames=frames, size=size, pixel_range=1.0, norm=norm)
+        self.input_spec = InputSpec(sampler="segments", frames=frames, size=size, norm=norm)
         planes = [max(1, int(p * width)) for p in (64, 128, 256, 512)]
         self.inplanes = planes[0]
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)

@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from momentlens.models.base import InputSpec, VideoClassifier
+from momentlens.models.base import VideoClassifier
 from momentlens.models.registry import register_model
+from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError
 
 STYLES = ("2018", "2020")
@@ -193,8 +194,7 @@ class ResNet3D(VideoClassifier):
         _check_choice("shortcut", shortcut, SHORTCUTS)
         if norm is None:
             norm = "kinetics_255" if style == "2018" else "kinetics_01"
-        pixel_range = 255.0 if norm.endswith("_255") else 1.0
-        self.input_spec = InputSpec(frames=frames, size=size, pixel_range=pixel_range, norm=norm)
+        self.input_spec = InputSpec(sampler="clip", frames=frames, size=size, norm=norm)
         self.shortcut = shortcut
         self.no_max_pool = no_max_pool
 
