@@ -1,8 +1,10 @@
-"""Small shared helpers: user-facing errors, atomic file writes, progress bars."""
+"""Small shared helpers: user-facing errors and their "did you mean" hints, atomic file
+writes, progress bars."""
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import sys
@@ -19,6 +21,13 @@ class MomentlensError(Exception):
 
     The CLI prints these without a traceback and exits with status 2.
     """
+
+
+def did_you_mean(word: object, known: Iterable[str]) -> str:
+    """`` (did you mean a or b?)`` with up to three close matches of ``word`` among
+    ``known`` (:func:`difflib.get_close_matches`), or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), list(known), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def _fsync_dir(path: Path) -> None:

@@ -143,13 +143,28 @@ def write_evaluation(
     result = _build_metrics(summary, dict(meta), len(labels), [str(u) for u in unreadable],
                             listed)
     out.mkdir(parents=True, exist_ok=True)
+    top5 = min(M.TOPK, len(names))
+    cm = M.confusion_matrix(M.predict(probs), labels, len(names))
+    _write_tables(out, summary, cm, probs, labels, paths, names)
+    _write_npz(out / SCORES_FILE, {
+        "video_probs": probs, "labels": labels, "paths": np.array(paths, dtype=np.str_),
+        "class_names": np.array(names, dtype=np.str_),
+        "top1_correct": M.topk_correct(probs, labels, 1),
+        "top5_correct": M.topk_correct(probs, labels, top5)})
+    if plots:
+        write_plots(out, names, summary, cm, title=str(meta.get("model") or out.name))
+    write_text_atomic(out / METRICS_FILE, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return result
 
+
+def _write_tables(out: Path, summary: dict[str, Any], cm: np.ndarray, probs: np.ndarray,
+                  labels: np.ndarray, paths: list[str], names: list[str]) -> None:
+    """per_class.csv, confusions.csv and predictions.csv (top-5 labels and probabilities)."""
     top5 = min(M.TOPK, len(names))
     write_text_atomic(out / "per_class.csv", _csv_text(
         [["class", "index", "n", "top1", "top5"]]
         + [[n, i, summary["per_class"][n]["n"], _fmt(summary["per_class"][n]["top1"]),
             _fmt(summary["per_class"][n]["top5"])] for i, n in enumerate(names)]))
-    cm = M.confusion_matrix(M.predict(probs), labels, len(names))
     write_text_atomic(out / "confusions.csv", _csv_text(
         [["actual \\ predicted", *names]] + [[n, *cm[i].tolist()] for i, n in enumerate(names)]))
     best = M.topk_indices(probs, top5) if len(labels) else np.zeros((0, top5), np.int64)
@@ -162,15 +177,6 @@ def write_evaluation(
             row += [names[c], f"{probs[i, c]:.6f}"]
         rows.append(row)
     write_text_atomic(out / "predictions.csv", _csv_text(rows))
-    _write_npz(out / SCORES_FILE, {
-        "video_probs": probs, "labels": labels, "paths": np.array(paths, dtype=np.str_),
-        "class_names": np.array(names, dtype=np.str_),
-        "top1_correct": M.topk_correct(probs, labels, 1),
-        "top5_correct": M.topk_correct(probs, labels, top5)})
-    if plots:
-        write_plots(out, names, summary, cm, title=str(meta.get("model") or out.name))
-    write_text_atomic(out / METRICS_FILE, json.dumps(result, indent=2, allow_nan=False) + "\n")
-    return result
 
 
 def per_class_arrays(names: Sequence[str], metrics: dict[str, Any]) -> tuple[np.ndarray, ...]:

@@ -1,8 +1,10 @@
-"""Matplotlib figures for evaluations and comparisons (PNG, Agg backend, no windows).
+"""Matplotlib figures for evaluations and comparisons (PNG, no windows).
 
 Every ``fig_*`` function returns a ``Figure``; ``save_png`` writes it atomically and
-``png_bytes`` renders it in memory for the HTML report. Figures are closed after
-rendering so long runs do not accumulate them.
+``png_bytes`` renders it in memory for the HTML report. Figures are built with
+matplotlib's object API (``Figure`` on an Agg canvas), never through pyplot: nothing
+is registered in a global figure manager, no backend is switched for the whole
+process, and a figure is freed as soon as the last reference to it goes.
 """
 
 from __future__ import annotations
@@ -11,16 +13,12 @@ import io
 import os
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # before pyplot: never open a window, works without a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from momentlens.utils import atomic_path  # noqa: E402
+from momentlens.utils import atomic_path
 
 DPI = 100
 _A_COLOR, _B_COLOR = "#4C72B0", "#DD8452"
@@ -28,18 +26,22 @@ _A_COLOR, _B_COLOR = "#4C72B0", "#DD8452"
 _PNG_META = {"Software": None}
 
 
+def _figure(figsize: tuple[float, float]) -> Figure:
+    # A figure with its own Agg canvas: rendering needs no backend switch and no display.
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def png_bytes(fig: Figure) -> bytes:
-    """Render ``fig`` to PNG bytes and close it."""
+    """Render ``fig`` to PNG bytes."""
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=DPI, metadata=_PNG_META)
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format="png", dpi=DPI, metadata=_PNG_META)
     return buf.getvalue()
 
 
 def save_png(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """Write ``fig`` as PNG to ``path`` atomically and close it."""
+    """Write ``fig`` as PNG to ``path`` atomically."""
     data = png_bytes(fig)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -57,7 +59,8 @@ def fig_per_class_bars(
     """Horizontal bars of per-class top-1 and top-5 accuracy, sorted by accuracy (best on top)."""
     order = _sort_by_accuracy(names, np.asarray(top1, float), np.asarray(top5, float))
     n = max(len(order), 1)
-    fig, ax = plt.subplots(figsize=(7.5, min(2.0 + 0.17 * n, 60.0)))
+    fig = _figure((7.5, min(2.0 + 0.17 * n, 60.0)))
+    ax = fig.subplots()
     y = np.arange(len(order))
     ax.barh(y, [top5[i] * 100 for i in order], color="#C9D7EA", label="top-5")
     ax.barh(y, [top1[i] * 100 for i in order], height=0.5, color=_A_COLOR, label="top-1")
@@ -79,7 +82,8 @@ def fig_top5_histogram(top5: np.ndarray, title: str = "") -> Figure:
     """Histogram of per-class top-5 accuracy (the paper's Figures 2 and 3)."""
     vals = np.asarray(top5, float)
     vals = vals[~np.isnan(vals)] * 100
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig = _figure((6.5, 3.6))
+    ax = fig.subplots()
     ax.hist(vals, bins=_BINS, color=_A_COLOR, edgecolor="white")
     ax.set_xlabel("top-5 accuracy of a class (%)")
     ax.set_ylabel("classes")
@@ -112,7 +116,8 @@ def fig_confusion_heatmap(
     cm = np.asarray(cm, float)
     idx = list(classes)
     k = max(len(idx), 1)
-    fig, ax = plt.subplots(figsize=(min(3.0 + 0.42 * k, 14.0), min(2.6 + 0.4 * k, 13.0)))
+    fig = _figure((min(3.0 + 0.42 * k, 14.0), min(2.6 + 0.4 * k, 13.0)))
+    ax = fig.subplots()
     if idx:
         totals = cm.sum(axis=1)[idx]
         sub = cm[np.ix_(idx, idx)] / np.where(totals > 0, totals, 1)[:, None]
@@ -140,7 +145,8 @@ def fig_top5_histograms_overlaid(
     top5_a: np.ndarray, top5_b: np.ndarray, name_a: str, name_b: str
 ) -> Figure:
     """Two per-class top-5 histograms on one axis, for comparing models."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig = _figure((6.5, 3.6))
+    ax = fig.subplots()
     for vals, name, color in ((top5_a, name_a, _A_COLOR), (top5_b, name_b, _B_COLOR)):
         v = np.asarray(vals, float)
         ax.hist(v[~np.isnan(v)] * 100, bins=_BINS, alpha=0.55, color=color, label=name,
@@ -159,7 +165,8 @@ def fig_difference_bars(
     top: int = 15,
 ) -> Figure:
     """Per-class accuracy differences (B - A), the ``top`` largest each way, top-1 and top-5."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, min(2.2 + 0.3 * 2 * top, 14.0)))
+    fig = _figure((11, min(2.2 + 0.3 * 2 * top, 14.0)))
+    axes = fig.subplots(1, 2)
     for ax, diff, label in ((axes[0], diff1, "top-1"), (axes[1], diff5, "top-5")):
         d = np.asarray(diff, float)
         valid = [i for i in range(len(names)) if not np.isnan(d[i]) and d[i] != 0]

@@ -18,9 +18,9 @@ Backends:
     Optional (``pip install torchcodec==0.13.0``, the build that works with torch 2.13
     CPU and Debian's FFmpeg libraries). Exact seeking.
 ``frames``
-    A folder of JPEG frames ``image_00001.jpg ...`` (1-based names; frame index ``i``
-    is ``image_{i+1:05d}.jpg``). Its fps is read from an ``fps`` file in the folder when
-    present, else assumed to be 30.
+    A folder of JPEG frames ``image_00001.jpg ...`` (the layout of
+    :mod:`momentlens.data.formats`: 1-based names, an optional ``fps`` file, else
+    ``DEFAULT_FPS``).
 
 Frame counts: the container's count is used when it is present; when it is missing
 (0) the packets are counted (demuxing without decoding; exact for H.264 in mp4).
@@ -39,10 +39,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from momentlens.data.formats import DEFAULT_FPS, FPS_FILE, FRAME_PATTERN
 from momentlens.utils import MomentlensError
 
-FRAME_PATTERN = "image_{:05d}.jpg"
-DEFAULT_FRAMES_FPS = 30.0
 # Seek only when at least this many frames before the first needed one can be skipped:
 # below that, decoding through them is cheaper than flushing the decoder.
 SEEK_MIN_SKIP = 24
@@ -276,8 +275,8 @@ class FrameFolderReader(_Base):
         if n == 0:
             raise _fail(self.path, f"no {FRAME_PATTERN.format(1)} in frame folder")
         self.num_frames = n
-        fps_file = self.path / "fps"
-        self.fps = float(fps_file.read_text().strip()) if fps_file.is_file() else DEFAULT_FRAMES_FPS
+        fps_file = self.path / FPS_FILE
+        self.fps = float(fps_file.read_text().strip()) if fps_file.is_file() else DEFAULT_FPS
         try:
             with Image.open(self.path / FRAME_PATTERN.format(1)) as img:
                 self.size = (img.height, img.width)

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from momentlens.data.formats import is_frame_folder, is_video_file
 from momentlens.utils import MomentlensError
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ def _canonical(root: Path, split: str) -> str:
     if (root / f"{split}.csv").is_file() or (root / split).is_dir():
         return split
     return SPLIT_ALIASES.get(split, split)
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
-FRAME_PATTERN = "image_{:05d}.jpg"  # 1-based, as in 3D-ResNets-PyTorch
+
+
 MAX_LISTED = 10  # problems quoted in one error message
 
 
@@ -191,7 +192,7 @@ def resolve_video(path: Path) -> Path:
     if path.exists():
         return path
     folder = path.with_suffix("")
-    if folder != path and (folder / FRAME_PATTERN.format(1)).is_file():
+    if folder != path and is_frame_folder(folder):
         return folder
     return path
 
@@ -233,10 +234,6 @@ def _class_folders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _is_frame_folder(path: Path) -> bool:
-    return (path / FRAME_PATTERN.format(1)).is_file()
-
-
 def _parse_folders(root: Path, split: str, classes: list[str] | None,
                    problems: list[Problem]) -> tuple[list[VideoRecord], list[str]]:
     split_dir = root / split
@@ -253,7 +250,7 @@ def _parse_folders(root: Path, split: str, classes: list[str] | None,
         for entry in sorted((split_dir / name).iterdir()):
             if entry.name.startswith("."):
                 continue
-            if entry.suffix.lower() in VIDEO_EXTENSIONS or (entry.is_dir() and _is_frame_folder(entry)):
+            if is_video_file(entry) or is_frame_folder(entry):
                 records.append(VideoRecord(entry, index[name], {"rel": f"{name}/{entry.name}"}))
     return records, classes
 

@@ -26,8 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from momentlens.data.check import _map
-from momentlens.data.decode import FRAME_PATTERN, open_video
-from momentlens.data.layout import VIDEO_EXTENSIONS
+from momentlens.data.decode import open_video
+from momentlens.data.formats import (
+    DEFAULT_FPS,
+    FPS_FILE,
+    FRAME_PATTERN,
+    is_frame_folder,
+    is_video_file,
+)
 from momentlens.data.transforms import resized_crop, short_side_hw
 from momentlens.utils import MomentlensError, write_bytes_atomic, write_json_atomic
 
@@ -57,7 +63,7 @@ def _scan(src: Path, out: Path) -> tuple[list[str], list[str]]:
             sub = here / d
             if d.startswith(".") or sub.resolve() == out.resolve():
                 continue
-            if (sub / FRAME_PATTERN.format(1)).is_file():
+            if is_frame_folder(sub):
                 videos.append(str(sub.relative_to(src)))
             else:
                 keep.append(d)
@@ -66,7 +72,7 @@ def _scan(src: Path, out: Path) -> tuple[list[str], list[str]]:
             if f.startswith("."):
                 continue
             rel = str((here / f).relative_to(src))
-            if f.lower().endswith(VIDEO_EXTENSIONS):
+            if is_video_file(f):
                 videos.append(rel)
             elif f.lower().endswith(META_EXTENSIONS):
                 meta.append(rel)
@@ -112,7 +118,7 @@ def _prepare_one(job: _Job) -> tuple[str, str, str | None]:
     try:
         with open_video(job.src, threads=1) as reader:
             frames = reader.get_frames(np.arange(reader.num_frames))
-            fps = reader.fps or 30.0
+            fps = reader.fps or DEFAULT_FPS
         out_hw = _target_hw(frames.shape[1:3], job.short_side, even=job.mode == "video")
         if out_hw != frames.shape[1:3]:
             frames = resized_crop(frames, (0, 0, *frames.shape[1:3]), out_hw)
@@ -135,7 +141,7 @@ def _write_frames(final: Path, frames: np.ndarray, fps: float, quality: int) -> 
     try:
         for i, frame in enumerate(frames):
             Image.fromarray(frame).save(tmp / FRAME_PATTERN.format(i + 1), quality=quality)
-        (tmp / "fps").write_text(f"{fps:g}\n")
+        (tmp / FPS_FILE).write_text(f"{fps:g}\n")
         os.replace(tmp, final)  # a directory rename: the frames appear all at once
     finally:
         if tmp.exists():

@@ -7,13 +7,12 @@ Every builder takes ``num_classes`` and keyword options and returns a
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from momentlens.utils import MomentlensError
+from momentlens.utils import MomentlensError, did_you_mean
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +38,8 @@ def _load_families() -> None:
 
 
 def list_models() -> list[str]:
-    """Names of all registered models, 2D first, then 3D, in registration order."""
+    """Names of all registered models: family by family (``_FAMILY_MODULES`` order), each
+    in registration order."""
     _load_families()
     return list(_MODELS)
 
@@ -48,10 +48,8 @@ def get_builder(name: str) -> Callable[..., Any]:
     """The builder function for ``name``; a :class:`MomentlensError` names close matches."""
     _load_families()
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise MomentlensError(
-            f"unknown model {name!r}{hint}; available: {', '.join(_MODELS)}")
+        raise MomentlensError(f"unknown model {name!r}{did_you_mean(name, _MODELS)}; "
+                              f"available: {', '.join(_MODELS)}")
     return _MODELS[name]
 
 

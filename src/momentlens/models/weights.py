@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from momentlens.models.base import set_finetune  # noqa: F401 - re-exported for callers
 from momentlens.utils import MomentlensError
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "net")

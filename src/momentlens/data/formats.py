@@ -1,0 +1,31 @@
+"""File conventions of the data tools, defined once: which files are videos, and how a
+folder of extracted JPEG frames is laid out.
+
+A frame folder (the paper's and 3D-ResNets-PyTorch's format, what ``momentlens prepare
+--mode frames`` writes) holds ``image_00001.jpg, image_00002.jpg, ...``: 1-based names,
+so frame index ``i`` (0-based) is ``FRAME_PATTERN.format(i + 1)``. An optional text file
+``fps`` in the folder gives its frame rate; without it :data:`DEFAULT_FPS` is assumed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Lower-case file suffixes read as videos (compare with ``path.suffix.lower()``).
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+FRAME_PATTERN = "image_{:05d}.jpg"
+FPS_FILE = "fps"
+# Frames per second assumed where a source does not say (a frame folder without an
+# ``fps`` file, a container without a frame rate).
+DEFAULT_FPS = 30.0
+
+
+def is_video_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path``'s suffix is one of :data:`VIDEO_SUFFIXES` (the file is not opened)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_frame_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder holding a first frame ``image_00001.jpg``."""
+    return (Path(path) / FRAME_PATTERN.format(1)).is_file()
