@@ -30,11 +30,14 @@ import torch
 
 from momentlens.data.layout import load_split
 from momentlens.data.synth import generate
+from momentlens.engine import factory as Fa
 from momentlens.engine import train as T
+from momentlens.engine.checkpoint import TrainState
 from momentlens.engine.config import load_config
 from momentlens.engine.distributed import DistInfo, EpochSampler
 from momentlens.engine.inference import Normalizer, make_loader
 from momentlens.engine.runtime import cpu_has_native_bf16, resolve_device
+from momentlens.models.base import set_finetune
 
 MODELS = "r3d18:16:4,r2d50:4:1"  # name:frames:temporal stride
 SECTION = "## Training"
@@ -66,23 +69,24 @@ def measure(data: Path, model_name: str, frames: int, stride: int, width: float,
     dev = resolve_device(cfg.device)
     split = load_split(data, "training")
     torch.manual_seed(0)
-    model = T.build_model(cfg, len(split.classes)).to(dev)
-    T.set_finetune(model, "all")
+    model = Fa.build_model(cfg, len(split.classes)).to(dev)
+    set_finetune(model, "all")
     if channels_last:
         model.to(memory_format=model.memory_format)
     amp_dtype = torch.bfloat16 if amp == "bf16" else None
-    ds = T.make_dataset(cfg, T.input_spec(cfg, model), split, train=True, run_dir=None)
-    normalizer = Normalizer(T.input_spec(cfg, model), channels_last=channels_last)
-    optimizer = T.make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    ds = Fa.make_dataset(cfg, Fa.input_spec(cfg, model), split, train=True, run_dir=None)
+    normalizer = Normalizer(Fa.input_spec(cfg, model), channels_last=channels_last)
+    optimizer = Fa.make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     rows = []
     for epoch, n in enumerate((1, steps)):  # warm-up step, then the timed steps
         sampler = EpochSampler(len(ds), batch, DistInfo(), seed=epoch, max_batches=n)
         ds.set_epoch(epoch)
         loader = make_loader(ds, batch, workers, sampler, dev)
-        state = T.TrainState(epoch=epoch)
+        state = TrainState(epoch=epoch)
         c = replace(cfg, epochs=2)
         t0 = time.perf_counter()
-        stats = T.train_one_epoch(model, loader, optimizer, T.LRSchedule(c, n), state, c, dev,
+        scheduler = Fa.make_scheduler(c, optimizer, n)
+        stats = T.train_one_epoch(model, loader, optimizer, scheduler, state, c, dev,
                                   normalizer, amp_dtype, DistInfo(), T.StopRequest(),
                                   lambda: None)
         stats["seconds"] = time.perf_counter() - t0

@@ -28,8 +28,8 @@ def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
         pytest.fail("headless Chromium is required for the browser tests but was not found on "
-                    "PATH; install it (Debian: apt-get install chromium) or deselect with "
-                    "-m 'not browser'")
+                    "PATH; `make test` sets it up (Debian: apt-get install chromium), or "
+                    "deselect them with -m 'not browser'")
     return exe
 
 
@@ -105,7 +105,7 @@ def _write_model_file(folder: Path, classes: list[str], seed: int, **settings: o
 
     from momentlens.engine.checkpoint import save_model_file
     from momentlens.engine.config import load_config
-    from momentlens.engine.train import build_model, input_spec, model_meta
+    from momentlens.engine.factory import build_model, input_spec, model_meta
 
     torch.manual_seed(seed)
     cfg = load_config(None, settings)

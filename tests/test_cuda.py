@@ -93,8 +93,8 @@ def test_bf16_training_on_cuda_learns_and_reloads_on_cpu(data, tmp_path):
 
 
 def test_evaluate_and_cam_on_cuda_match_cpu(data, tmp_path, write_model_file):
-    from momentlens.analysis.cam import video_cams
     from momentlens.analysis.evalio import read_evaluation
+    from momentlens.cam.video import video_cams
     from momentlens.engine.evaluate import evaluate
 
     path = write_model_file(tmp_path / "m", CLASSES, 3, model="r3d10", frames=8, size=32,

@@ -1,9 +1,8 @@
-"""The ``momentlens`` command line.
+"""The ``momentlens`` command line: argparse and dispatch, nothing else.
 
-One argparse entry point. Each subcommand has an ``_add_<name>`` function that
-declares its arguments and a ``_run_<name>`` function that makes one thin call into
-the module that does the work. Heavy imports (torch, av) happen inside ``_run_*`` so
-that ``momentlens --help`` stays instant.
+Each subcommand has an ``_add_<name>`` function that declares its arguments and names
+the function of :mod:`momentlens.commands` that runs it. That module is imported only
+when its command runs, so ``momentlens --help`` never imports torch or av.
 """
 
 from __future__ import annotations
@@ -12,9 +11,20 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from importlib import import_module
 
 from momentlens import __version__
 from momentlens.utils import MomentlensError
+
+
+def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """``momentlens.commands.<module>.<name>``, imported when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(import_module(f"momentlens.commands.{module}"), name)(args)
+
+    return run
+
 
 # --------------------------------------------------------------------------- synth
 
@@ -39,20 +49,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None,
                    help="comma-separated subset of class names (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.set_defaults(func=_run_synth)
-
-
-def _run_synth(args: argparse.Namespace) -> int:
-    from momentlens.data import synth
-
-    classes = args.classes.split(",") if args.classes else None
-    summary = synth.generate(
-        args.out_dir, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-        size=args.size, num_frames=args.frames, fps=args.fps, seed=args.seed,
-        workers=args.workers, classes=classes, overwrite=args.overwrite,
-    )
-    print(synth.describe(summary))
-    return 0
+    p.set_defaults(func=_command("data", "run_synth"))
 
 
 # --------------------------------------------------------------------------- compare
@@ -72,17 +69,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--names", nargs=2, metavar=("A", "B"), default=None,
                    help="display names (default: the model recorded in each metrics.json)")
-    p.set_defaults(func=_run_compare)
-
-
-def _run_compare(args: argparse.Namespace) -> int:
-    from momentlens.analysis import compare
-
-    name_a, name_b = args.names or (None, None)
-    comp = compare.compare_evaluations(args.eval_a, args.eval_b, args.out, name_a, name_b)
-    print(compare.describe(comp))
-    print(f"wrote {args.out}/{compare.COMPARISON_FILE} and plots")
-    return 0
+    p.set_defaults(func=_command("results", "run_compare"))
 
 
 # --------------------------------------------------------------------------- report
@@ -100,15 +87,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output HTML file")
     p.add_argument("--title", default="momentlens evaluation report")
     p.add_argument("--examples", type=int, default=6, help="example videos to show")
-    p.set_defaults(func=_run_report)
-
-
-def _run_report(args: argparse.Namespace) -> int:
-    from momentlens.analysis import report
-
-    report.write_report(args.eval_dirs, args.out, title=args.title,
-                        num_examples=args.examples)
-    return 0
+    p.set_defaults(func=_command("results", "run_report"))
 
 
 # --------------------------------------------------------------------------- models
@@ -126,20 +105,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier size to count with (default: 1000 for 2D, 400 for 3D)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_run_models)
-
-
-def _run_models(args: argparse.Namespace) -> int:
-    import json
-
-    from momentlens.models import flops
-
-    costs = flops.all_costs(args.num_classes)
-    if args.json:
-        print(json.dumps([c.as_dict() for c in costs], indent=2))
-    else:
-        print(flops.format_table(costs))
-    return 0
+    p.set_defaults(func=_command("results", "run_models"))
 
 
 # --------------------------------------------------------------------------- train
@@ -173,33 +139,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_const", const=True, default=None,
                    help="bit-for-bit reproducible (slower)")
-    p.set_defaults(func=_run_train)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from momentlens.engine import config as C
-    from momentlens.engine import train as T
-
-    flags = {k: getattr(args, k) for k in (
-        "data", "out", "model", "frames", "size", "epochs", "batch_size", "lr", "workers",
-        "device", "pretrained", "finetune", "seed", "deterministic")}
-    if args.resume:
-        saved = T.config_of_run(args.resume)
-        base = {k: v for k, v in saved.to_dict().items()}
-        base.update({k: v for k, v in flags.items() if v is not None})
-        base["out"] = str(Path(args.resume))
-        cfg = C.load_config(None, base, args.set)
-    else:
-        cfg = C.load_config(args.config, flags, args.set)
-    result = T.run(cfg, resume=bool(args.resume))
-    if result.get("stopped"):
-        return 130
-    if "best_top1" in result and result["best_top1"] >= 0:
-        print(f"best validation top-1 {100 * result['best_top1']:.1f}%; run folder "
-              f"{result['run_dir']}")
-    return 0
+    p.set_defaults(func=_command("train", "run"))
 
 
 # --------------------------------------------------------------------------- check / prepare / stats
@@ -219,19 +159,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-frames", type=int, default=16, help="fewer decodable frames is 'too short'")
     p.add_argument("--min-size", type=int, default=112, help="a smaller short side is 'small'")
     p.add_argument("--fps", type=float, default=None, help="expected fps (default: the median)")
-    p.set_defaults(func=_run_check)
-
-
-def _run_check(args: argparse.Namespace) -> int:
-    from momentlens.data import check
-    from momentlens.utils import write_json_atomic
-
-    report = check.check_dataset(args.data_dir, args.split, workers=args.workers,
-                                 min_frames=args.min_frames, min_size=args.min_size, fps=args.fps)
-    if args.json:
-        write_json_atomic(args.json, report)
-    print(check.describe_check(report))
-    return 0 if report["ok"] else 1
+    p.set_defaults(func=_command("data", "run_check"))
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -248,17 +176,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crf", type=int, default=23, help="H.264 quality (video mode; lower is better)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (frames mode)")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = one per CPU core)")
-    p.set_defaults(func=_run_prepare)
-
-
-def _run_prepare(args: argparse.Namespace) -> int:
-    from momentlens.data import prepare
-
-    summary = prepare.prepare_dataset(
-        args.data_dir, args.out_dir, mode=args.mode, short_side=args.short_side,
-        workers=args.workers, gop=args.gop, crf=args.crf, quality=args.quality)
-    print(prepare.describe_prepare(summary))
-    return 1 if summary["failed"] else 0
+    p.set_defaults(func=_command("data", "run_prepare"))
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
@@ -272,19 +190,7 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=8, help="frames per video")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = one per CPU core)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    p.set_defaults(func=_run_stats)
-
-
-def _run_stats(args: argparse.Namespace) -> int:
-    from momentlens.data import check
-    from momentlens.utils import write_json_atomic
-
-    stats = check.dataset_stats(args.data_dir, args.split, max_videos=args.max_videos,
-                                frames_per_video=args.frames, workers=args.workers)
-    if args.json:
-        write_json_atomic(args.json, stats)
-    print(check.describe_stats(stats))
-    return 0
+    p.set_defaults(func=_command("data", "run_stats"))
 
 
 # --------------------------------------------------------------------------- evaluate / predict
@@ -307,21 +213,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="also score class activation maps against boxes.json (pointing game, IoU)")
     p.add_argument("--cam-videos", type=int, default=0, metavar="N",
                    help="with --cam: score the first N videos of each class (0 = all)")
+    p.add_argument("--no-sliding", action="store_true",
+                   help="with --cam: map frames of the single evaluation view instead of "
+                   "frames spread over each video, each from the view centred on it")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=_run_evaluate)
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from momentlens.engine import evaluate as E
-
-    metrics = E.evaluate(args.model, args.data, args.out, split=args.split, clips=args.clips,
-                         crops=args.crops, batch_size=args.batch_size, workers=args.workers,
-                         device=args.device, cam=args.cam,
-                         cam_videos_per_class=args.cam_videos)
-    E.print_summary(metrics, args.out)
-    return 0
+    p.set_defaults(func=_command("evaluate", "run_evaluate"))
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -334,16 +232,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips", type=int, default=1)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=_run_predict)
-
-
-def _run_predict(args: argparse.Namespace) -> int:
-    from momentlens.engine import evaluate as E
-
-    results = E.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
-                        device=args.device)
-    print(E.format_predictions(results, as_json=args.json))
-    return 1 if any("error" in r for r in results) else 0
+    p.set_defaults(func=_command("evaluate", "run_predict"))
 
 
 # --------------------------------------------------------------------------- demo
@@ -360,14 +249,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--quick", action="store_true", help="smaller settings for a first look")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from momentlens import demo
-
-    demo.run(args.out, device=args.device, quick=args.quick, seed=args.seed)
-    return 0
+    p.set_defaults(func=_command("demo", "run"))
 
 
 # --------------------------------------------------------------------------- cam
@@ -393,24 +275,13 @@ def _add_cam(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--true-class", metavar="NAME",
                    help="true class (default: the video's folder name, if it is a class)")
     p.add_argument("--frames", type=int, metavar="N",
-                   help="maps for N of the model's input frames, evenly spread (default: all)")
+                   help="N maps (default: as many as the model's input frames)")
+    p.add_argument("--no-sliding", action="store_true",
+                   help="map N frames of the model's single evaluation view; by default a "
+                   "model whose feature map has fewer time steps than its input (3D) maps N "
+                   "frames spread over the whole video, each from the view centred on it")
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=_run_cam)
-
-
-def _run_cam(args: argparse.Namespace) -> int:
-    from momentlens.analysis.camviz import run_cam
-
-    print(f"momentlens cam: mapping {args.video} ...", file=sys.stderr)
-    result = run_cam(args.model, args.video, args.out, class_name=args.class_name,
-                     topk=args.topk, frames=args.frames, true_class=args.true_class,
-                     device=args.device)
-    top = "  ".join(f"{n} {p:.3f}" for n, p in result["top5"])
-    print(f"top-5: {top}")
-    print(f"mapped class: {result['class_name']}; true class: {result['true_class'] or 'unknown'}")
-    for name in result["files"].values():
-        print(f"wrote {args.out}/{name}")
-    return 0
+    p.set_defaults(func=_command("cam", "run"))
 
 
 # --------------------------------------------------------------------------- main

@@ -239,7 +239,10 @@ def run(out_dir: str | Path = "demo_out", device: str = "auto", quick: bool = Fa
 
 
 def _gallery(runs: dict[str, Path], evals: dict[str, Path], data: Path, device: str) -> str:
-    from momentlens.engine.camscore import gallery_section
+    from momentlens.cam.gallery import gallery_section
+    from momentlens.engine.checkpoint import load_model
+    from momentlens.engine.runtime import resolve_device
 
-    return gallery_section(runs["3d"], evals["3d"], data, device, label="3D model") + \
-        gallery_section(runs["2d"], evals["2d"], data, device, label="2D model")
+    loaded = {k: load_model(runs[k], resolve_device(device)) for k in ("3d", "2d")}
+    return gallery_section(*loaded["3d"], evals["3d"], data, label="3D model") + \
+        gallery_section(*loaded["2d"], evals["2d"], data, label="2D model")

@@ -9,15 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from momentlens.analysis.cam import (
+from momentlens.cam.maps import (
     cam_forward,
     cam_from_features,
     class_activation_maps,
     grad_cam,
     temporal_evidence,
-    video_cam,
-    video_cams,
 )
+from momentlens.cam.video import video_cam, video_cams
 from momentlens.data.encode import write_video
 from momentlens.engine.checkpoint import load_model, save_model_file
 from momentlens.models.base import VideoClassifier
@@ -207,12 +206,19 @@ def test_video_cam_with_a_saved_model(tmp_path: Path) -> None:
     cam = video_cam(loaded, meta2, path)
     assert cam.class_index == cam.predicted_index
     assert cam.heatmaps.shape == (8, 36, 50)
-    np.testing.assert_array_equal(np.diff(cam.frame_indices), 2)
+    # r3d10's last map has one time step for 8 frames: sliding windows by default,
+    # 8 maps spread over the whole video
+    assert cam.sliding
+    np.testing.assert_array_equal(cam.frame_indices, np.round(np.linspace(0, 29, 8)))
     assert np.isfinite(cam.heatmaps).all() and cam.evidence.shape == (8,)
+    one = video_cam(loaded, meta2, path, sliding=False)  # the single evaluation view
+    assert not one.sliding
+    np.testing.assert_array_equal(np.diff(one.frame_indices), 2)
+    np.testing.assert_array_equal(one.probs, cam.probs)  # probabilities of the same view
 
 
 def test_sliding_maps_follow_a_moving_object_over_the_whole_video(tmp_path: Path) -> None:
-    from momentlens.analysis.localize import peak
+    from momentlens.cam.localize import peak
 
     n, h, w = 40, 48, 48
     frames = np.zeros((n, h, w, 3), dtype=np.uint8)

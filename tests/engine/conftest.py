@@ -1,6 +1,7 @@
 """Shared pieces of the training-engine tests: one tiny synthetic dataset per session,
-tiny model settings, and a helper that runs ``python -m momentlens train`` as a real
-process (the resume and signal tests need a process they can kill).
+tiny model settings, and helpers that run ``momentlens train`` as a real process (the
+resume and signal tests need a process they can kill), optionally with a slow
+checkpoint writer (``slow_checkpoint_train.py``).
 
 Helpers reach test modules through the ``eng`` fixture (tests/ is not a package).
 """
@@ -40,7 +41,6 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(MOMENTLENS_QUIET="1", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
-    env.pop("MOMENTLENS_TEST_CHECKPOINT_DELAY", None)
     env.update(extra)
     return env
 
@@ -54,9 +54,13 @@ def train_args(data: Path, out: Path, **settings: object) -> list[str]:
     return args
 
 
-def start_train(args: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "momentlens", "train", *args],
-                            env=cli_env(**env), stdout=subprocess.PIPE,
+def start_train(args: list[str], checkpoint_delay: float = 0, **env: str) -> subprocess.Popen:
+    """``momentlens train ARGS`` in a new process; with ``checkpoint_delay`` (seconds), each
+    checkpoint write pauses that long half-way (see slow_checkpoint_train.py)."""
+    command = [sys.executable, "-m", "momentlens", "train"]
+    if checkpoint_delay:
+        command = [sys.executable, str(HERE / "slow_checkpoint_train.py"), str(checkpoint_delay)]
+    return subprocess.Popen([*command, *args], env=cli_env(**env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

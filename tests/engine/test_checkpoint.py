@@ -49,10 +49,13 @@ def test_crash_inside_a_write_leaves_the_previous_checkpoint(tmp_path, monkeypat
     model = _model()
     ckpt.save_checkpoint(tmp_path, model, META, _state(0, 1))
 
-    def crash() -> None:
+    write = ckpt.save_model_file
+
+    def crash(*args, **kwargs) -> None:  # dies after the model file, before the rename
+        write(*args, **kwargs)
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(ckpt, "_slow_write_hook", crash)
+    monkeypatch.setattr(ckpt, "save_model_file", crash)
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(tmp_path, _model(1), META, _state(0, 2))
     root = tmp_path / "checkpoints"

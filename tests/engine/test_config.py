@@ -112,7 +112,7 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # nothing written for a bad config
     rc = cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
                    "--finetune", "head"])
-    assert rc == 2 and "'finetune'; allowed: all, last_stage, fc" in capsys.readouterr().err
+    assert rc == 2 and "'finetune'; allowed: fc, last_stage, all" in capsys.readouterr().err
 
 
 def test_learning_rate_beyond_float32_is_a_config_error():
@@ -177,3 +177,28 @@ def test_wheel_carries_the_recipes(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for recipe in ("synth/r2d_tiny.yaml", "synth/r3d_tiny.yaml", "mit_mini/rx3d101_16f.yaml"):
         assert f"momentlens/configs/{recipe}" in names, sorted(names)[:20]
+
+
+def test_did_you_mean_and_choices_from_their_modules():
+    from momentlens.data.decode import BACKENDS
+    from momentlens.models.base import FINETUNE_MODES
+
+    with pytest.raises(MomentlensError, match=r"unknown setting 'shedule'.*did you mean schedule\?"):
+        load_config(None, None, ["shedule=cosine"])
+    with pytest.raises(MomentlensError, match=r"allowed: sgd, adamw \(did you mean adamw\?\)"):
+        load_config(None, None, ["optimizer=adam"])
+    assert CHOICES["backend"] == BACKENDS and CHOICES["finetune"] == FINETUNE_MODES
+
+
+def test_resume_takes_the_run_settings_then_flags_then_set(tmp_path):
+    from momentlens.engine.config import config_of_run, resume_config
+
+    cfg = load_config(None, {"model": "r2d18", "epochs": 3, "out": "elsewhere"})
+    save_config(cfg, tmp_path / "config.yaml")
+    assert config_of_run(tmp_path) == cfg
+    resumed = resume_config(tmp_path, {"epochs": 5, "lr": None}, ["batch_size=2"])
+    assert (resumed.model, resumed.epochs, resumed.lr, resumed.batch_size) == (
+        "r2d18", 5, cfg.lr, 2)
+    assert resumed.out == str(tmp_path)
+    with pytest.raises(MomentlensError, match="not a momentlens run folder"):
+        config_of_run(tmp_path / "nothing")

@@ -1,6 +1,7 @@
 """Exact resumption: a run killed at several points (SIGKILL mid-epoch and in the middle
 of a checkpoint write, SIGTERM, SIGINT) and resumed each time ends with the same weights,
-bit for bit, as a run never interrupted (CPU, ``--deterministic``)."""
+bit for bit, as a run never interrupted (CPU, ``--deterministic``), with an LR schedule
+(warm-up, then cosine) whose scheduler state travels in the checkpoints."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ def _tmp_folders(run_dir: Path) -> list[Path]:
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(synth_dir, tmp_path, eng):
-    # 12 training videos, batch 4: 3 steps per epoch, 6 steps in all.
-    settings = {"checkpoint_steps": 1}
+    # 12 training videos, batch 4: 3 steps per epoch, 6 steps in all: 3 of warm-up, 3 of cosine.
+    settings = {"checkpoint_steps": 1, "schedule": "cosine", "warmup_epochs": 1}
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "interrupted"
     reference = eng.start_train(eng.train_args(synth_dir, ref_dir, **settings)
                                 + ["--deterministic"])
@@ -32,8 +33,8 @@ def test_killed_and_resumed_run_matches_uninterrupted(synth_dir, tmp_path, eng):
     killed_at = eng.last_step(run_dir)
     assert 1 <= killed_at < 6
 
-    # 2. SIGKILL inside a checkpoint write (the test hook holds the write open).
-    proc = eng.start_train(resume, MOMENTLENS_TEST_CHECKPOINT_DELAY="3")
+    # 2. SIGKILL inside a checkpoint write (a patched writer in the process holds it open).
+    proc = eng.start_train(resume, checkpoint_delay=3)
     eng.wait_for(proc, lambda: bool(_tmp_folders(run_dir)), "a checkpoint write")
     rc, _ = eng.kill(proc)
     assert rc == -signal.SIGKILL

@@ -4,6 +4,8 @@ reloads into a model that gives exactly the outputs of the one in memory."""
 from __future__ import annotations
 
 import json
+import logging
+import sys
 
 import numpy as np
 import pytest
@@ -12,9 +14,9 @@ import torch
 from momentlens.data.layout import load_split
 from momentlens.engine import checkpoint as ckpt
 from momentlens.engine import train as T
-from momentlens.engine.config import config_from_dict, load_config
+from momentlens.engine.config import config_of_run, load_config
+from momentlens.engine.factory import make_dataset
 from momentlens.engine.inference import Normalizer, score_dataset
-from momentlens.engine.tbevents import read_scalars
 from momentlens.models.spec import InputSpec
 
 
@@ -61,22 +63,38 @@ def test_loss_falls_and_checkpoint_reloads(synth_dir, tmp_path, eng, monkeypatch
     spec = InputSpec.from_dict(meta["input"])
     assert spec == reloaded.input_spec
     assert json.loads((run_dir / "input.json").read_text()) == meta["input"]
-    val = T.make_dataset(cfg, spec, split, train=False, run_dir=None)
+    val = make_dataset(cfg, spec, split, train=False, run_dir=None)
     scores = score_dataset(reloaded, val, torch.device("cpu"), Normalizer(spec), batch_size=4)
     top1 = float(np.mean(scores.video_probs.argmax(1) == scores.labels))
     assert top1 == rows[-1]["val_top1"]
 
     # The run folder: resolved settings that load back, environment, TensorBoard scalars.
-    assert config_from_dict(__import__("yaml").safe_load(
-        (run_dir / "config.yaml").read_text())) == cfg
-    assert T.config_of_run(run_dir) == cfg
+    assert config_of_run(run_dir) == cfg
     env = json.loads((run_dir / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
-    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
-    scalars = read_scalars(events)
-    train_loss = [(step, v) for tag, step, v in scalars if tag == "train/loss"]
-    assert [s for s, _ in train_loss] == [r["step"] for r in rows]
-    np.testing.assert_allclose([v for _, v in train_loss], losses, rtol=1e-6)
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    train_loss = events.Scalars("train/loss")
+    assert [e.step for e in train_loss] == [r["step"] for r in rows]
+    np.testing.assert_allclose([e.value for e in train_loss], losses, rtol=1e-6)
+    assert [e.value for e in events.Scalars("val/top1")] == [np.float32(rows[-1]["val_top1"])]
+
+
+def test_training_runs_without_tensorboard(synth_dir, tmp_path, eng, monkeypatch, caplog):
+    # A None entry in sys.modules makes the import fail as if the package were missing.
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    cfg = load_config(None, {**eng.TINY, "epochs": 1, "max_steps_per_epoch": 1,
+                             "data": str(synth_dir), "out": str(tmp_path / "run")})
+    with caplog.at_level(logging.WARNING):
+        result = T.run(cfg)
+    assert result["step"] == 1
+    (message,) = [r.getMessage() for r in caplog.records if "TensorBoard" in r.getMessage()]
+    assert "logs are off" in message and "pip install 'momentlens[tensorboard]'" in message
+    assert not list((tmp_path / "run").rglob("events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize("model", ["r2d18", "r3d10"])

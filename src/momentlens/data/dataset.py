@@ -39,7 +39,7 @@ from momentlens.data.sampling import (
     multi_segment_indices,
     segment_indices,
 )
-from momentlens.data.transforms import ClipTransform
+from momentlens.data.transforms import ClipTransform, colour_augment
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +58,9 @@ class VideoDataset:
     ``size``: crop side in pixels; ``resize``: short side before cropping (default
     ``round(size * 128 / 112)``); ``crop``: training crop (``random``, ``multiscale``,
     ``center``). ``num_clips`` > 1 (evaluation): that many views spread over the video.
+    ``colour_jitter`` / ``grayscale_p`` (training only): colour jitter strength and
+    grey-scale probability of :func:`momentlens.data.transforms.colour_augment`, one
+    draw per clip from the item's ``(seed, epoch, index)`` generator.
 
     ``__getitem__(i)`` returns ``(clip, label, i)``: ``clip`` is a torch ``uint8``
     tensor ``(C, T, H, W)`` = ``(3, frames, size, size)`` with RGB pixels in
@@ -82,11 +85,16 @@ class VideoDataset:
         crop: str = "random",
         flip_p: float = 0.5,
         decode_threads: int = 1,
+        colour_jitter: float = 0.0,
+        grayscale_p: float = 0.0,
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}; choose from {SAMPLERS}")
         if num_clips < 1 or frames < 1 or stride < 1:
             raise ValueError("frames, stride and num_clips must be at least 1")
+        if colour_jitter < 0 or not 0 <= grayscale_p <= 1:
+            raise ValueError("colour_jitter must be >= 0 and grayscale_p in [0, 1]")
+        self.colour_jitter, self.grayscale_p = float(colour_jitter), float(grayscale_p)
         self.records = list(records)
         self.num_classes = num_classes
         self.sampler, self.frames, self.stride = sampler, frames, stride
@@ -132,8 +140,40 @@ class VideoDataset:
         out = []
         for v in range(len(views)):
             # Views share the item's rng: training crops differ per view, eval is fixed.
-            out.append(self.transform(frames[v * n:(v + 1) * n], rng))
+            view = self.transform(frames[v * n:(v + 1) * n], rng)
+            if self.train:  # colour augmentation, training only (no draws when off)
+                view = colour_augment(view, rng, self.colour_jitter, self.grayscale_p)
+            out.append(view)
         return np.stack(out)
+
+    def eval_views(self, index: int, centres: Sequence[float] = ()
+                   ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, float]:
+        """Item ``index`` as evaluation sees it (``train=False``), with what is needed to
+        put model outputs back onto the video (class activation maps).
+
+        ``centres``: positions in ``[0, 1]`` of the video (0 = first frame, 1 = last); for
+        each, one more view of ``frames`` frames ``stride`` apart centred on that frame
+        (segment sampler: the frame alone), clamped to the video, decoded in the same pass.
+        Returns ``(clips, views, source, fps)``: per view, the dataset's own first, a uint8
+        ``(T_v, size, size, 3)`` clip and its int64 ``(T_v,)`` source frame indices; the
+        decoded frames uint8 ``(sum T_v, H, W, 3)`` in the same order (their crop is
+        ``self.transform.geometry(source.shape[1:3])``); frames per second (0 if unknown).
+        An unreadable video raises: there is nothing to map, so no zero clip.
+        """
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        with open_video(self.records[index].path, self.backend,
+                        threads=self.decode_threads) as reader:
+            n = reader.num_frames
+            views = list(self._indices(n, rng))
+            offsets = (np.zeros(1, dtype=np.int64) if self.sampler == "segments"
+                       else self.stride * (np.arange(self.frames) - self.frames // 2))
+            for c in np.round(np.asarray(centres, dtype=np.float64) * (n - 1)).astype(np.int64):
+                views.append(np.clip(c + offsets, 0, n - 1))
+            source = reader.get_frames(np.concatenate(views))
+            fps = float(reader.fps)
+        edges = np.cumsum([0] + [len(v) for v in views])
+        clips = [self.transform(source[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+        return clips, views, source, fps
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         import torch

@@ -115,6 +115,87 @@ def hflip(clip: np.ndarray) -> np.ndarray:
     return clip[:, :, ::-1].copy()
 
 
+# ----------------------------------------------------------------------------- colour
+# Colour augmentations: every step is linear in RGB, so a clip's whole jitter is one 3x3
+# matrix and an offset, applied once (no clamping between steps, unlike torchvision);
+# one draw per clip, the same for all its frames.
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma weights
+_RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                     [0.211, -0.523, 0.312]], dtype=np.float32)
+
+
+def _apply_affine(clip: np.ndarray, m: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``clip @ m.T + offset`` on ``uint8 (T, H, W, 3)``, rounded and clipped to uint8."""
+    out = clip.astype(np.float32) @ m.T.astype(np.float32) + offset.astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def colour_jitter_matrix(brightness: float, contrast: float, saturation: float, hue: float,
+                         mean_luma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map ``(M (3, 3), offset (3,))`` on RGB pixels (units of ``[0, 255]``)
+    of a brightness factor, a contrast factor about ``mean_luma`` (the clip's mean luma
+    after the brightness step, ``[0, 255]``), a saturation factor and a hue rotation of
+    ``hue`` turns (1.0 = the whole colour wheel, done in YIQ space). Factors of 1 and a
+    hue of 0 give the identity."""
+    eye = np.eye(3, dtype=np.float64)
+    m = eye * brightness
+    m = contrast * m
+    offset = np.full(3, (1 - contrast) * mean_luma)
+    grey = np.tile(_LUMA.astype(np.float64), (3, 1))  # rows: each output = luma
+    sat = saturation * eye + (1 - saturation) * grey
+    m, offset = sat @ m, sat @ offset
+    a = 2 * np.pi * hue
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    yiq = _RGB2YIQ.astype(np.float64)
+    h = np.linalg.inv(yiq) @ rot @ yiq
+    return h @ m, h @ offset
+
+
+def colour_jitter(clip: np.ndarray, rng: np.random.Generator, brightness: float = 0.4,
+                  contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.1
+                  ) -> np.ndarray:
+    """Random colour jitter of a ``uint8 (T, H, W, 3)`` clip, the same for all frames.
+
+    Factors are drawn uniformly from ``[max(0, 1 - x), 1 + x]`` for ``x`` = brightness,
+    contrast, saturation (as torchvision's ``ColorJitter``) and the hue rotation from
+    ``[-hue, hue]`` turns (``hue`` <= 0.5). Returns a new ``uint8`` clip of the same shape.
+    """
+    if not 0 <= hue <= 0.5:
+        raise ValueError(f"hue must be in [0, 0.5], got {hue}")
+    b, c, s = (float(rng.uniform(max(0.0, 1 - x), 1 + x)) for x in (brightness, contrast,
+                                                                     saturation))
+    h = float(rng.uniform(-hue, hue))
+    mean_luma = float(clip.reshape(-1, 3).mean(axis=0) @ _LUMA) * b
+    m, offset = colour_jitter_matrix(b, c, s, h, mean_luma)
+    return _apply_affine(clip, m, offset)
+
+
+def grayscale(clip: np.ndarray) -> np.ndarray:
+    """Grey-scale (ITU-R 601 luma in all three channels) of a ``uint8 (T, H, W, 3)`` clip."""
+    luma = clip.astype(np.float32) @ _LUMA
+    return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def random_grayscale(clip: np.ndarray, rng: np.random.Generator, p: float = 0.2) -> np.ndarray:
+    """With probability ``p`` the :func:`grayscale` of the clip, else an unchanged copy."""
+    return grayscale(clip) if rng.random() < p else clip.copy()
+
+
+def colour_augment(clip: np.ndarray, rng: np.random.Generator, jitter: float = 0.0,
+                   grayscale_p: float = 0.0) -> np.ndarray:
+    """The training colour augmentation of :class:`~momentlens.data.dataset.VideoDataset`:
+    :func:`colour_jitter` with brightness = contrast = saturation = ``jitter`` and hue
+    ``min(0.5, jitter / 2)`` turns (skipped when ``jitter`` is 0), then
+    :func:`random_grayscale` with ``grayscale_p`` (skipped when 0). No random draw is
+    made for a skipped step, so ``jitter = grayscale_p = 0`` leaves ``rng`` untouched."""
+    if jitter > 0:
+        clip = colour_jitter(clip, rng, jitter, jitter, jitter, min(0.5, jitter / 2))
+    if grayscale_p > 0:
+        clip = random_grayscale(clip, rng, grayscale_p)
+    return clip
+
+
 def to_tensor(clip: np.ndarray) -> torch.Tensor:
     """``uint8 (T, H, W, 3)`` numpy -> torch ``uint8 (C, T, H, W)`` (contiguous)."""
     import torch

@@ -3,7 +3,7 @@
 A run folder holds::
 
     RUN_DIR/checkpoints/e0003-s0000120/model.safetensors   weights (+ JSON metadata)
-    RUN_DIR/checkpoints/e0003-s0000120/state.pt            optimiser, schedule, RNG, counters
+    RUN_DIR/checkpoints/e0003-s0000120/state.pt            optimiser, LR scheduler, RNG, counters
     RUN_DIR/checkpoints/last.txt                           name of the newest checkpoint
     RUN_DIR/checkpoints/best.txt                           name of the best one so far
 
@@ -16,21 +16,27 @@ complete checkpoint. Folders no pointer names are removed afterwards.
 names and the input record, so a single file is enough to rebuild the model for
 ``evaluate``, ``predict`` and ``cam``. Everything is read with ``weights_only=True`` /
 safetensors: a checkpoint is untrusted input.
+
+:func:`save_training` / :func:`restore_training` put a whole training run (weights,
+optimiser, LR scheduler, RNG, :class:`TrainState`) in such a folder and back.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
-import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
 
 from momentlens.utils import MomentlensError, atomic_path, write_text_atomic
 
@@ -38,6 +44,8 @@ CKPT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 META_KEY = "momentlens"
+
+log = logging.getLogger(__name__)
 
 
 def _fsync_file(path: Path) -> None:
@@ -150,7 +158,6 @@ def save_checkpoint(
         save_model_file(tmp / MODEL_FILE, model, meta)
         torch.save(state, tmp / STATE_FILE)
         _fsync_file(tmp / STATE_FILE)
-        _slow_write_hook()
         if keep:
             (tmp / "keep").touch()
         _fsync_dir(tmp)
@@ -162,14 +169,6 @@ def save_checkpoint(
         write_text_atomic(root / f"{tag}.txt", name + "\n")
     _remove_unreferenced(root)
     return final
-
-
-def _slow_write_hook() -> None:
-    # Tests set this to widen the window in which a checkpoint is half-written, so that
-    # a real SIGKILL can land inside it. It has no other use.
-    delay = float(os.environ.get("MOMENTLENS_TEST_CHECKPOINT_DELAY", "0") or 0)
-    if delay > 0:
-        time.sleep(delay)
 
 
 def _remove_unreferenced(root: Path) -> None:
@@ -244,3 +243,105 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     # The run's own input record (overrides included) replaces the builder's default.
     model.input_spec = InputSpec.from_dict(meta["input"], str(file))
     return model.to(device).eval(), meta
+
+
+# ----------------------------------------------------------------------------- training runs
+
+#: Settings that shape the LR schedule: when one differs on ``--resume``, the scheduler
+#: is rebuilt for the new settings instead of restored (a longer run gets a longer cosine).
+SCHEDULE_SETTINGS = ("lr", "schedule", "warmup_epochs", "epochs", "step_size", "gamma",
+                     "plateau_patience", "batch_size", "accum_steps", "max_steps_per_epoch")
+
+
+@dataclass
+class TrainState:
+    """Where a run is; saved with every checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimiser steps
+    batch_in_epoch: int = 0  # micro-batches done in the current epoch
+    best_top1: float = -1.0  # best validation top-1 so far, a fraction; -1 before any
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)  # rows of metrics.jsonl
+
+
+@dataclass
+class Optimisation:
+    """The optimiser and its LR schedules: ``scheduler`` steps once per optimiser step,
+    ``plateau`` (``schedule=plateau`` only) once per validation."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: lr_scheduler.LRScheduler
+    plateau: lr_scheduler.ReduceLROnPlateau | None = None
+
+
+def save_training(run_dir: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any],
+                  state: TrainState, opt: Optimisation, config: dict[str, Any],
+                  tags: tuple[str, ...] = ("last",), keep: bool = False) -> Path:
+    """Checkpoint a training run: weights with ``meta``, plus everything
+    :func:`restore_training` needs to continue it exactly (``config``: the run's settings)."""
+    payload = {
+        "epoch": state.epoch, "step": state.step, "batch_in_epoch": state.batch_in_epoch,
+        "best_top1": state.best_top1, "best_epoch": state.best_epoch,
+        "history": json.dumps(state.history), "optimizer": opt.optimizer.state_dict(),
+        "scheduler": opt.scheduler.state_dict(),
+        "plateau": opt.plateau.state_dict() if opt.plateau is not None else None,
+        "rng": rng_state(), "config": json.dumps(config),
+    }
+    return save_checkpoint(run_dir, model, {**meta, "epoch": state.epoch, "step": state.step},
+                           payload, tags=tags, keep=keep)
+
+
+def restore_training(run_dir: str | os.PathLike[str], model: nn.Module, opt: Optimisation,
+                     config: dict[str, Any]) -> TrainState | None:
+    """Load the ``last`` checkpoint of ``run_dir`` into ``model`` and ``opt`` (both just
+    built, the scheduler at step 0) and the RNGs; ``None`` when there is none yet.
+
+    Checkpoints of older versions hold a hand-written schedule (``{factor, best, bad}``)
+    instead of a scheduler state; for them, and when a setting of
+    :data:`SCHEDULE_SETTINGS` changed, the scheduler is replayed to the saved step.
+    """
+    folder = find_checkpoint(run_dir, "last")
+    if folder is None:
+        return None
+    weights, _, saved = load_checkpoint(folder)
+    model.load_state_dict(weights)
+    fresh = [(g["lr"], g.get("initial_lr", g["lr"])) for g in opt.optimizer.param_groups]
+    opt.optimizer.load_state_dict(saved["optimizer"])
+    state = TrainState(epoch=saved["epoch"], step=saved["step"],
+                       batch_in_epoch=saved["batch_in_epoch"], best_top1=saved["best_top1"],
+                       best_epoch=saved["best_epoch"], history=json.loads(saved["history"]))
+    before = json.loads(saved.get("config", "{}"))
+    changed = [k for k in SCHEDULE_SETTINGS if k in before and before[k] != config.get(k)]
+    if "scheduler" in saved and not changed:
+        opt.scheduler.load_state_dict(saved["scheduler"])
+        if opt.plateau is not None and saved["plateau"] is not None:
+            opt.plateau.load_state_dict(saved["plateau"])
+    else:
+        _replay_schedule(opt, fresh, state.step, saved)
+        why = [f"changed: {', '.join(changed)}"] if changed else []
+        why += [] if "scheduler" in saved else ["a checkpoint of an older version"]
+        log.info("LR schedule rebuilt at step %d (%s)", state.step, "; ".join(why))
+    set_rng_state(saved["rng"])
+    return state
+
+
+def _replay_schedule(opt: Optimisation, fresh: list[tuple[float, float]], steps: int,
+                     saved: dict[str, Any]) -> None:
+    # Back to the step-0 lr the new scheduler set, then step it as training would have.
+    for group, (lr, initial) in zip(opt.optimizer.param_groups, fresh):
+        group["lr"], group["initial_lr"] = lr, initial
+    with warnings.catch_warnings():
+        # "lr_scheduler.step() before optimizer.step()": no optimiser step belongs here.
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps):
+            opt.scheduler.step()
+    old = saved.get("schedule")  # older checkpoints: {factor, best, bad} of the plateau
+    if old is not None:
+        for group in opt.optimizer.param_groups:
+            group["lr"] *= float(old["factor"])
+    plateau = saved.get("plateau") or {}
+    if opt.plateau is not None and (old or plateau):
+        # The counters carry over; the settings (gamma, patience) are the current ones.
+        opt.plateau.best = float(old["best"] if old else plateau["best"])
+        opt.plateau.num_bad_epochs = int(old["bad"] if old else plateau["num_bad_epochs"])

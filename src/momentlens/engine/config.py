@@ -1,4 +1,5 @@
-"""Training settings: one dataclass, filled from a flat YAML file, then flags, then ``--set``.
+"""Training settings: one dataclass, filled from a flat YAML file, then flags, then ``--set``
+(or, for ``--resume``, from the run folder's own ``config.yaml``: :func:`resume_config`).
 
 No inheritance between recipes and no code in them: a recipe is a flat mapping of the
 field names below. Every value is checked, and an unknown key or a bad value is an
@@ -8,6 +9,7 @@ error that names the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import types
@@ -18,18 +20,30 @@ from typing import Any
 
 import yaml
 
+from momentlens.data.decode import BACKENDS
+from momentlens.data.transforms import NORM_PRESETS
+from momentlens.engine.runtime import AMP_MODES, DEVICES
+from momentlens.models.base import FINETUNE_MODES
+from momentlens.models.resnet3d import STYLES
+from momentlens.models.spec import SAMPLERS
 from momentlens.utils import MomentlensError, write_text_atomic
 
+#: Optimisers and schedules of :mod:`momentlens.engine.factory` (only named here).
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("none", "step", "cosine", "plateau")
+
+#: Allowed values of the string settings; each list comes from the module that acts on it.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "sampler": ("auto", "segments", "clip"),
-    "finetune": ("all", "last_stage", "fc"),
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("none", "step", "cosine", "plateau"),
-    "device": ("auto", "cpu", "cuda"),
-    "amp": ("auto", "bf16", "off"),
-    "norm": ("auto", "imagenet", "kinetics_255", "activitynet_255", "kinetics_01", "none"),
-    "backend": ("auto", "pyav", "torchcodec", "frames"),
-    "style": ("2018", "2020"),
+    "sampler": ("auto", *SAMPLERS),
+    "finetune": FINETUNE_MODES,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "device": DEVICES,
+    "amp": AMP_MODES,
+    # 'dataset' needs a per-channel mean, which no training setting carries.
+    "norm": ("auto", *(name for name in NORM_PRESETS if name != "dataset")),
+    "backend": BACKENDS,
+    "style": STYLES,
 }
 
 
@@ -68,6 +82,8 @@ class TrainConfig:
     gamma: float = 0.1
     plateau_patience: int = 2
     label_smoothing: float = 0.0
+    colour_jitter: float = 0.0  # training clips: brightness/contrast/saturation jitter, hue /2
+    grayscale_p: float = 0.0  # training clips: probability of grey-scale
     accum_steps: int = 1
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     # speed
@@ -95,8 +111,8 @@ class TrainConfig:
         for key, allowed in CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:
-                raise MomentlensError(
-                    f"bad value {value!r} for '{key}'; allowed: {', '.join(allowed)}")
+                raise MomentlensError(f"bad value {value!r} for '{key}'; allowed: "
+                                      f"{', '.join(allowed)}{_did_you_mean(value, allowed)}")
         positive = ["frames", "size", "stride", "epochs", "batch_size", "accum_steps", "val_clips"]
         for key in positive:
             if getattr(self, key) < 1:
@@ -130,6 +146,11 @@ class TrainConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+def _did_you_mean(word: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(known), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def _field_type(name: str) -> type:
     hint = typing.get_type_hints(TrainConfig)[name]
     if isinstance(hint, types.UnionType):  # pragma: no cover - no optional fields yet
@@ -139,10 +160,8 @@ def _field_type(name: str) -> type:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     if key not in _FIELDS:
-        close = [k for k in _FIELDS if k.startswith(key[:3])]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise MomentlensError(f"unknown setting '{key}' in {source}{hint}; "
-                              f"known settings: {', '.join(_FIELDS)}")
+        raise MomentlensError(f"unknown setting '{key}' in {source}{_did_you_mean(key, _FIELDS)}"
+                              f"; known settings: {', '.join(_FIELDS)}")
     kind = _field_type(key)
     if isinstance(value, str) and kind is not str:
         parsed = yaml.safe_load(value) if value.strip() else ""
@@ -240,3 +259,25 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
 def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     """Rebuild a config saved by :func:`save_config` (unknown keys are errors)."""
     return TrainConfig(**{k: _coerce(k, v, source) for k, v in values.items()}).validate()
+
+
+def config_of_run(run_dir: str | os.PathLike[str]) -> TrainConfig:
+    """The resolved settings a run folder was started with (``RUN_DIR/config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise MomentlensError(f"{path} not found: not a momentlens run folder")
+    return config_from_dict(yaml.safe_load(path.read_text()), str(path))
+
+
+def resume_config(
+    run_dir: str | os.PathLike[str],
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> TrainConfig:
+    """The settings to continue ``run_dir`` with (``--resume``): the run's own settings,
+    then flags (``None`` = not given), then ``key=value`` overrides; ``out`` is the run
+    folder whatever they say."""
+    values = config_of_run(run_dir).to_dict()
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    values["out"] = str(Path(run_dir))
+    return load_config(None, values, sets)

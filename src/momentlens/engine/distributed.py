@@ -51,13 +51,9 @@ def setup(device_type: str) -> DistInfo:
 
 
 def cleanup() -> None:
+    """Leave the process group, if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
@@ -69,15 +65,8 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def all_reduce_mean(value: float, info: DistInfo) -> float:
+    """The mean of ``value`` over all processes (``value`` itself in a single process)."""
     if not info.enabled:
         return value
     t = torch.tensor([value], dtype=torch.float64)

@@ -18,15 +18,14 @@ import numpy as np
 import torch
 
 from momentlens.data.dataset import VideoDataset
+from momentlens.data.formats import VIDEO_SUFFIXES
 from momentlens.data.layout import Split, load_split
 from momentlens.data.transforms import CropGeometry, resized_crop
 from momentlens.engine.checkpoint import load_model
-from momentlens.engine.inference import Normalizer, score_dataset
+from momentlens.engine.inference import Normalizer, Scores, score_dataset
 from momentlens.engine.runtime import amp_dtype, resolve_device
 from momentlens.models.spec import InputSpec
-from momentlens.utils import MomentlensError, progress
-
-VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+from momentlens.utils import MomentlensError
 
 
 class MultiViewDataset(VideoDataset):
@@ -114,6 +113,7 @@ def evaluate(
     cam: bool = False,
     cam_frames: int = 8,
     cam_videos_per_class: int = 0,
+    cam_sliding: bool = True,
     amp: str = "off",
 ) -> dict[str, Any]:
     """Score every video of ``data``/``split`` and write an evaluation folder (see evalio)."""
@@ -125,10 +125,7 @@ def evaluate(
     model, meta = load_model(model_path, dev)
     the_split = load_split(data, split)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    quarantine = out / "quarantine.jsonl"
-    if quarantine.exists():
-        quarantine.unlink()  # each evaluation retries every video
+    quarantine = _fresh_quarantine(out)
     dataset = _views_dataset(model.input_spec, len(meta["classes"]), the_split.records, clips,
                              crops, quarantine=quarantine)
     normalizer = Normalizer(model.input_spec)
@@ -150,18 +147,25 @@ def evaluate(
         "checkpoint_epoch": meta.get("epoch"),
     }
     if cam:
-        from momentlens.engine.camscore import cam_scores
+        from momentlens.cam.localize import cam_scores
 
         meta_out["cam"] = cam_scores(model, meta, the_split, records, dev, frames=cam_frames,
-                                     per_class=cam_videos_per_class)
-    result = write_evaluation(
+                                     per_class=cam_videos_per_class, sliding=cam_sliding)
+    return write_evaluation(
         out, video_probs=clip_probs.mean(axis=1), labels=labels, paths=paths,
         class_names=list(meta["classes"]),
         clip_probs=clip_probs.reshape(-1, clip_probs.shape[-1]),
         clip_labels=np.repeat(labels, views), meta=meta_out, unreadable=unreadable,
         listed=len(the_split.records),
     )
-    return result
+
+
+def _fresh_quarantine(out: Path) -> Path:
+    """``out/quarantine.jsonl``, emptied: each evaluation retries every video."""
+    out.mkdir(parents=True, exist_ok=True)
+    quarantine = out / "quarantine.jsonl"
+    quarantine.unlink(missing_ok=True)
+    return quarantine
 
 
 def _rel(path: Path | str, root: Path) -> str:
@@ -239,10 +243,8 @@ def predict(model_path: str | Path, inputs: Sequence[str | Path], topk: int = 5,
 
 @torch.no_grad()
 def _one(model: torch.nn.Module, dataset: MultiViewDataset, dev: torch.device,
-         meta: dict[str, Any]) -> Any:
+         meta: dict[str, Any]) -> Scores:
     # A single video: no DataLoader, no progress bar, as fast as it gets.
-    from momentlens.engine.inference import Scores
-
     clips, label, idx = dataset[0]
     x = clips if clips.ndim == 5 else clips[None]
     logits = model(Normalizer(model.input_spec)(x.to(dev)))
@@ -271,4 +273,4 @@ def print_summary(metrics: dict[str, Any], out_dir: str | Path) -> None:
 
 
 __all__ = ["evaluate", "predict", "describe", "format_predictions", "collect_videos",
-           "MultiViewDataset", "progress"]
+           "MultiViewDataset"]

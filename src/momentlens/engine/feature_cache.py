@@ -5,14 +5,13 @@ change from epoch to epoch. They are computed once per video (evaluation view: c
 clip, centre crop, no flip), and every epoch then trains the linear head on the cached
 ``(N, C)`` matrix: an epoch costs a few matrix products instead of a pass of the trunk.
 The head trained this way is the model's ``fc``, so the saved model is an ordinary one.
+A resumed run of this kind starts again from the first epoch: caching dominates its cost.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,14 +20,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from momentlens.analysis import metrics as M
-from momentlens.data.layout import Split
-from momentlens.engine import checkpoint as ckpt
+from momentlens.engine.checkpoint import Optimisation, TrainState, save_training
 from momentlens.engine.config import TrainConfig
 from momentlens.engine.distributed import DistInfo, EpochSampler
+from momentlens.engine.factory import (
+    RunSetup,
+    make_dataset,
+    make_optimizer,
+    make_plateau,
+    make_scheduler,
+)
 from momentlens.engine.inference import Normalizer, make_loader
 from momentlens.engine.runtime import autocast
-from momentlens.models.spec import InputSpec
-from momentlens.utils import progress, write_text_atomic
+from momentlens.engine.tracking import write_history
+from momentlens.utils import progress
 
 
 @torch.no_grad()
@@ -49,67 +54,85 @@ def pooled_features(model: nn.Module, dataset: Any, device: torch.device,
     return torch.cat(feats), torch.cat(labels)
 
 
-def train_head_on_cache(cfg: TrainConfig, model: nn.Module, spec: InputSpec, train_split: Split,
-                        val_split: Split, device: torch.device, normalizer: Normalizer, amp: torch.dtype | None,
-                        meta: dict[str, Any], run_dir: Path, info: DistInfo) -> dict[str, Any]:
-    from momentlens.engine.train import LRSchedule, make_dataset, make_optimizer
+def train_head_on_cache(setup: RunSetup) -> dict[str, Any]:
+    """Cache the frozen trunk's features of both splits, then train the classifier on
+    them for ``cfg.epochs`` epochs (validating, checkpointing and logging each).
 
-    train_ds = make_dataset(cfg, spec, train_split, False, run_dir)
-    val_ds = make_dataset(cfg, spec, val_split, False, run_dir)
+    Returns the last epoch's row with ``best_top1``, ``run_dir``, ``cache_seconds``,
+    ``num_cached`` (videos), ``feature_dim`` (C) and ``cached_mean_norm`` (the mean L2
+    norm of the training features, a check that they are not degenerate).
+    """
+    cfg, info, device = setup.cfg, setup.info, setup.device
     t0 = time.perf_counter()
-    xtr, ytr = pooled_features(model, train_ds, device, normalizer, amp, cfg.batch_size,
-                               cfg.workers, info, "cache features (training)")
-    xva, yva = pooled_features(model, val_ds, device, normalizer, amp, cfg.batch_size,
-                               cfg.workers, info, "cache features (validation)")
+    xtr, ytr = _cache(setup, train=True)
+    xva, yva = _cache(setup, train=False)
     cache_seconds = time.perf_counter() - t0
-    head = model.classifier
+    head = setup.model.classifier
     head.train()
     optimizer = make_optimizer(cfg, list(head.parameters()))
     steps_per_epoch = max(len(xtr) // cfg.batch_size, 1)
-    schedule = LRSchedule(cfg, steps_per_epoch)
+    opt = Optimisation(optimizer, make_scheduler(cfg, optimizer, steps_per_epoch),
+                       make_plateau(cfg, optimizer))
     g = torch.Generator().manual_seed(cfg.seed)
-    history, best, step = [], -1.0, 0
-    classes = train_split.classes
-    for epoch in range(cfg.epochs):
+    state = TrainState()
+    while state.epoch < cfg.epochs:
         t_epoch = time.perf_counter()
-        order = torch.randperm(len(xtr), generator=g)
-        loss_sum = 0.0
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            logits = head(xtr[idx].to(device))
-            loss = F.cross_entropy(logits, ytr[idx].to(device),
-                                   label_smoothing=cfg.label_smoothing)
-            for group in optimizer.param_groups:
-                group["lr"] = schedule.lr(step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            loss_sum += float(loss)
+        loss = _head_epoch(head, xtr, ytr, opt, g, cfg, device)
+        state.epoch, state.step = state.epoch + 1, state.step + steps_per_epoch
         with torch.no_grad():
             probs = F.softmax(head(xva.to(device)), dim=1).cpu().numpy()
-        summary = M.summarize(probs, yva.numpy(), classes)
-        row = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / steps_per_epoch,
+        summary = M.summarize(probs, yva.numpy(), setup.classes)
+        row = {"epoch": state.epoch, "step": state.step, "train_loss": loss,
                "val_top1": summary["top1"], "val_top5": summary["top5"],
                "epoch_seconds": round(time.perf_counter() - t_epoch, 4),
                "cache_seconds": round(cache_seconds, 2)}
-        history.append(row)
-        schedule.observe(row["val_top1"])
-        improved = row["val_top1"] > best
-        best = max(best, row["val_top1"])
+        state.history.append(row)
+        if opt.plateau is not None:
+            opt.plateau.step(row["val_top1"])
+        improved = row["val_top1"] > state.best_top1
+        if improved:
+            state.best_top1, state.best_epoch = row["val_top1"], state.epoch
         if info.is_main:
-            state = {"epoch": epoch + 1, "step": step, "batch_in_epoch": 0,
-                     "best_top1": best, "best_epoch": epoch + 1, "history": json.dumps(history),
-                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                     "rng": ckpt.rng_state(), "config": json.dumps(cfg.to_dict())}
-            ckpt.save_checkpoint(run_dir, model, {**meta, "epoch": epoch + 1, "step": step},
-                                 state, tags=("last", "best") if improved else ("last",))
-            write_text_atomic(run_dir / "metrics.jsonl",
-                              "".join(json.dumps(r) + "\n" for r in history))
-            print(f"epoch {epoch + 1}/{cfg.epochs} (cached features)  loss "
-                  f"{row['train_loss']:.4f}  val top-1 {100 * row['val_top1']:.1f}%  "
-                  f"{row['epoch_seconds']:.3f} s", file=sys.stderr)
-    return {**history[-1], "best_top1": best, "run_dir": str(run_dir),
+            _save_and_log(setup, state, opt, improved)
+    return {**state.history[-1], "best_top1": state.best_top1, "run_dir": str(setup.run_dir),
             "cache_seconds": cache_seconds, "num_cached": int(len(xtr) + len(xva)),
             "feature_dim": int(xtr.shape[1]), "cached_mean_norm": float(np.mean(
                 np.linalg.norm(xtr.numpy(), axis=1)))}
+
+
+def _cache(setup: RunSetup, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features ``(N, C)`` and labels ``(N,)`` of one split, evaluation view."""
+    cfg = setup.cfg
+    split = setup.train_split if train else setup.val_split
+    dataset = make_dataset(cfg, setup.spec, split, False, setup.run_dir)
+    return pooled_features(setup.model, dataset, setup.device, setup.normalizer, setup.amp,
+                           cfg.batch_size, cfg.workers, setup.info,
+                           f"cache features ({'training' if train else 'validation'})")
+
+
+def _head_epoch(head: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: Optimisation,
+                g: torch.Generator, cfg: TrainConfig, device: torch.device) -> float:
+    """One shuffled pass of full batches over the cached ``x (N, C)``; the mean loss."""
+    steps = max(len(x) // cfg.batch_size, 1)
+    order = torch.randperm(len(x), generator=g)
+    loss_sum = 0.0
+    for b in range(steps):
+        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        loss = F.cross_entropy(head(x[idx].to(device)), y[idx].to(device),
+                               label_smoothing=cfg.label_smoothing)
+        opt.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.optimizer.step()
+        opt.scheduler.step()
+        loss_sum += float(loss)
+    return loss_sum / steps
+
+
+def _save_and_log(setup: RunSetup, state: TrainState, opt: Optimisation, improved: bool) -> None:
+    cfg, row = setup.cfg, state.history[-1]
+    save_training(setup.run_dir, setup.model, setup.meta, state, opt, cfg.to_dict(),
+                  tags=("last", "best") if improved else ("last",))
+    write_history(setup.run_dir, state.history)
+    print(f"epoch {row['epoch']}/{cfg.epochs} (cached features)  loss "
+          f"{row['train_loss']:.4f}  val top-1 {100 * row['val_top1']:.1f}%  "
+          f"{row['epoch_seconds']:.3f} s", file=sys.stderr)

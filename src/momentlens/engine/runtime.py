@@ -17,6 +17,10 @@ import torch
 
 from momentlens.utils import MomentlensError
 
+DEVICES = ("auto", "cpu", "cuda")
+#: ``amp`` settings: see :func:`amp_dtype`.
+AMP_MODES = ("auto", "bf16", "off")
+
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto``: CUDA when present, else CPU. ``cuda`` without a GPU is an error."""
@@ -27,7 +31,7 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
             raise MomentlensError("--device cuda asked for, but no CUDA device is available")
         return torch.device("cuda", local_rank)
     if name != "cpu":
-        raise MomentlensError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
+        raise MomentlensError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}")
     return torch.device("cpu")
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from momentlens.analysis.cam import video_cams
-from momentlens.analysis.camviz import GalleryItem, gallery_html
+from momentlens.cam.gallery import GalleryItem, gallery_html
+from momentlens.cam.video import video_cams
 from momentlens.cli import main
 from momentlens.data.decode import open_video
 from momentlens.data.encode import write_video
@@ -112,3 +112,47 @@ def test_gallery_html(model_and_video: tuple[Path, Path]) -> None:
     p = pred.probs[pred.class_index]
     assert f"true: {wrong_true}, predicted: {pred.class_name} ({p:.2f})" in frag
     assert "<script" not in frag
+
+
+def test_cam_command_no_sliding_maps_the_single_view(model_and_video: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    model, video = model_and_video
+    out = tmp_path / "out"
+    assert main(["cam", str(model), str(video), "--out", str(out), "--device", "cpu"]) == 0
+    info = json.loads((out / "cam.json").read_text())
+    assert info["sliding"]  # r3d10: one time step for 8 frames, so windows by default
+    assert info["frame_indices"][0] == 0 and info["frame_indices"][-1] == 23
+    assert main(["cam", str(model), str(video), "--out", str(out), "--no-sliding",
+                 "--device", "cpu"]) == 0
+    info = json.loads((out / "cam.json").read_text())
+    assert not info["sliding"]
+    assert np.diff(info["frame_indices"]).tolist() == [2] * 7  # the 8 x 2 evaluation view
+
+
+def test_contact_sheet_wraps_after_eight_columns() -> None:
+    from momentlens.cam.render import contact_sheet
+
+    frames = [np.zeros((40, 40, 3), dtype=np.uint8)] * 16
+    sheet = contact_sheet([("frames", frames), ("CAM", frames)], cell_height=40,
+                          label_width=100)
+    assert sheet.shape[1] == 100 + 8 * (40 + 4)  # 8 columns, not 16
+    assert sheet.shape[0] == 4 * (40 + 4)  # two bands of two rows
+
+
+def test_evaluate_cam_scores_with_and_without_sliding(tmp_path: Path, write_model_file,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from momentlens.data.synth import generate
+
+    data = tmp_path / "data"
+    generate(data, train_per_class=1, val_per_class=1, size=32, num_frames=40, seed=0,
+             classes=CLASSES[:2])
+    model = write_model_file(tmp_path / "m", CLASSES[:2], 0, model="r3d10", width=0.125,
+                             frames=8, stride=2, size=32, resize=32)
+    for flags, sliding in (([], True), (["--no-sliding"], False)):
+        out = tmp_path / f"eval{len(flags)}"
+        assert main(["evaluate", str(model), "--data", str(data), "--out", str(out), "--cam",
+                     "--workers", "0", "--device", "cpu", *flags]) == 0
+        cam = json.loads((out / "metrics.json").read_text())["cam"]
+        assert cam["sliding"] is sliding and cam["videos"] == 2
+        assert 0.0 <= cam["pointing"] <= 1.0
+    assert "CAM localisation: pointing game" in capsys.readouterr().out

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from momentlens.analysis.cam import VideoCAM
-from momentlens.analysis.localize import (
+from momentlens.cam.localize import (
     box_iou,
     load_boxes,
     peak,
     pointing_game,
     score_localization,
 )
+from momentlens.cam.video import VideoCAM
 from momentlens.utils import MomentlensError
 
 

@@ -3,7 +3,7 @@
 Boxes are ``(x0, y0, x1, y1)`` in source pixels, end-exclusive (pixel ``(y, x)`` is in
 the box when ``x0 <= x < x1`` and ``y0 <= y < y1``), the layout of the synthetic
 dataset's ``boxes.json``. Heat maps are ``(H, W)`` on the same pixel grid (a
-:class:`~momentlens.analysis.cam.VideoCAM` heat map is).
+:class:`~momentlens.cam.video.VideoCAM` heat map is).
 
 * **Pointing game** (Zhang et al., 2016): a hit when the map's maximum lies inside the
   box grown by ``tolerance`` pixels on every side (default 0: strictly inside). When
@@ -19,6 +19,12 @@ dataset's ``boxes.json``. Heat maps are ``(H, W)`` on the same pixel grid (a
 
 A constant map (no localisation at all) is a miss with IoU 0. Frames whose box is
 empty (object outside the frame) are skipped.
+
+Over a dataset (:func:`cam_scores`, ``evaluate --cam``) the map scored is the one of the
+video's **true** class (what the pointing game asks: does the evidence for the action sit
+on the object that performs it?), on frames spread over the whole video, each from the
+model's view centred on it (sliding windows, :mod:`momentlens.cam.video`), mapped back to
+the source pixel grid where the boxes of ``boxes.json`` live.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
-from momentlens.utils import MomentlensError
+from momentlens.cam.video import VideoCAM, cam_dataset, dataset_cams, input_spec
+from momentlens.data.layout import Split, VideoRecord
+from momentlens.utils import MomentlensError, progress
 
 BOXES_FILE = "boxes.json"
 
@@ -98,7 +107,7 @@ def _empty(box: Sequence[float]) -> bool:
     return x1 <= x0 or y1 <= y0
 
 
-def score_video(cam: Any, boxes: np.ndarray, threshold: float = 0.5, tolerance: int = 0
+def score_video(cam: VideoCAM, boxes: np.ndarray, threshold: float = 0.5, tolerance: int = 0
                 ) -> tuple[float, float, int] | None:
     """Mean pointing hit rate and IoU over the frames of one VideoCAM.
 
@@ -118,7 +127,7 @@ def score_video(cam: Any, boxes: np.ndarray, threshold: float = 0.5, tolerance: 
     return float(np.mean(hits)), float(np.mean(ious)), len(hits)
 
 
-def score_localization(cams: Sequence[Any], boxes_by_frame: Sequence[np.ndarray],
+def score_localization(cams: Sequence[VideoCAM], boxes_by_frame: Sequence[np.ndarray],
                        class_names: Sequence[str], threshold: float = 0.5,
                        tolerance: int = 0) -> dict[str, Any]:
     """Pointing game and IoU, averaged over sampled frames, then over videos.
@@ -179,3 +188,64 @@ def load_boxes(data_root: str | os.PathLike[str], split: str, rel_path: str | os
     if key not in videos:
         return None
     return np.asarray(videos[key], dtype=np.int64).reshape(-1, 4)
+
+
+def _per_class_subset(records: Sequence[VideoRecord], per_class: int) -> list[VideoRecord]:
+    """The first ``per_class`` records of each label (all when ``per_class`` <= 0)."""
+    if per_class <= 0:
+        return list(records)
+    taken: dict[int, int] = {}
+    out = []
+    for rec in records:
+        if taken.get(rec.label, 0) < per_class:
+            taken[rec.label] = taken.get(rec.label, 0) + 1
+            out.append(rec)
+    return out
+
+
+def _boxed(split: Split, records: Sequence[VideoRecord]
+           ) -> tuple[list[VideoRecord], list[np.ndarray]]:
+    """The records that ``boxes.json`` lists, with their boxes ``(N_video, 4)``."""
+    folder = Path(split.root) / split.name
+    kept, boxes = [], []
+    for rec in records:
+        path = Path(rec.path)
+        rel = path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.name
+        gt = load_boxes(split.root, split.name, rel)
+        if gt is not None:
+            kept.append(rec)
+            boxes.append(gt)
+    return kept, boxes
+
+
+def cam_scores(model: nn.Module, meta: dict[str, Any], split: Split,
+               records: Sequence[VideoRecord], device: Any = None, frames: int = 8,
+               per_class: int = 0, threshold: float = 0.5, sliding: bool = True
+               ) -> dict[str, Any]:
+    """Pointing game and IoU of the true-class CAM, per class and overall.
+
+    ``records``: the readable videos of ``split`` to score (``per_class`` > 0 keeps the
+    first that many of each class); videos that ``boxes.json`` does not list are skipped,
+    no box file at all is an error. ``frames`` maps per video. ``sliding=True`` (the
+    default, for every model) spreads them over the whole video; ``False`` takes them from
+    the single evaluation view (:mod:`momentlens.cam.video`). ``device``: move the model
+    there first (``None``: where it is).
+    """
+    if device is not None:
+        model = model.to(device)
+    chosen = _per_class_subset(records, per_class)
+    kept, boxes = _boxed(split, chosen)
+    if not kept:
+        raise MomentlensError(f"none of the {len(chosen)} videos has boxes in "
+                              f"{split.root}/{BOXES_FILE}")
+    dataset = cam_dataset(input_spec(model, meta), kept)
+    cams, names = [], []
+    for i in progress(range(len(kept)), total=len(kept), desc="CAM localisation", unit="video"):
+        true_name = split.classes[kept[i].label]
+        cams.append(dataset_cams(model, meta, dataset, i, class_names=[true_name], topk=0,
+                                 frames=frames, sliding=sliding)[0])
+        names.append(true_name)
+    result = score_localization(cams, boxes, names, threshold=threshold)
+    result.update({"class": "true", "frames_per_video": frames, "threshold": threshold,
+                   "sliding": sliding})
+    return result
