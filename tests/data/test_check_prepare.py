@@ -16,7 +16,7 @@ from momentlens.cli import main
 from momentlens.data.check import check_dataset, dataset_stats
 from momentlens.data.decode import open_video
 from momentlens.data.layout import load_split
-from momentlens.data.prepare import REPORT_FILE, prepare_dataset
+from momentlens.data.prepare import QUARANTINE_FILE, REPORT_FILE, prepare_dataset
 
 BROKEN = ("zero", "truncated", "text", "audio", "one_frame", "odd")
 
@@ -80,10 +80,22 @@ def test_stats_values(tmp_path, vids, capsys):
     assert json.loads(out.read_text())["pixels"] == 3 * 8 * 32 * 32
 
 
-def _assert_valid_copy(src, out, expect_failed):
+def _assert_valid_copy(src, out, expect_failed, expect_missing=frozenset()):
     report = json.loads((out / REPORT_FILE).read_text())
     assert {os.path.basename(f["path"]) for f in report["failures"]} == expect_failed
-    assert (out / "trainingSet.csv").read_bytes() == (src / "trainingSet.csv").read_bytes()
+    assert {os.path.basename(f["path"]) for f in report["missing"]} == expect_missing
+    # The copy's list keeps every other row byte for byte, in order.
+    gone = expect_failed | expect_missing
+    rows = (src / "trainingSet.csv").read_bytes().splitlines(keepends=True)
+    kept = [r for r in rows if os.path.basename(r.split(b",")[0].decode()) not in gone]
+    assert (out / "trainingSet.csv").read_bytes() == b"".join(kept)
+    quarantine = out / QUARANTINE_FILE
+    if gone:
+        entries = [json.loads(line) for line in quarantine.read_text().splitlines()]
+        assert {os.path.basename(e["path"]) for e in entries} == gone
+        assert all(e["error"] and e["listed_in"] for e in entries)
+    else:
+        assert not quarantine.exists() and report["quarantine_file"] is None
     assert (out / "moments_categories.txt").is_file()
     leftovers = [p for p in out.rglob(".*")]
     assert leftovers == []
@@ -93,7 +105,8 @@ def test_prepare_video_mode_with_broken_files(broken_root, tmp_path):
     out = tmp_path / "fast"
     summary = prepare_dataset(broken_root, out, short_side=24, workers=2)
     assert (summary["videos"], summary["failed"], summary["done"]) == (12, 4, 8)
-    _assert_valid_copy(broken_root, out, {"zero.mp4", "truncated.mp4", "text.mp4", "audio.mp4"})
+    _assert_valid_copy(broken_root, out, {"zero.mp4", "truncated.mp4", "text.mp4", "audio.mp4"},
+                       {"ghost.mp4"})
     with open_video(out / "training" / "running" / "odd.mp4") as r:
         assert r.num_frames == 8 and r.size == (24, 44)  # 97x173 -> short side 24, 42.8 rounded to even
     with open_video(out / "training" / "jumping" / "tra_1.mp4") as r:
@@ -145,3 +158,49 @@ def test_prepare_killed_then_resumed(tmp_path, vids):
         with open_video(rec.path) as r:
             assert r.num_frames == 30
             assert vids.frame_id(r.get_frames([29])[0]) == 29
+
+
+def test_check_warns_about_classes_without_videos(tmp_path, vids, capsys):
+    # "empty": no rows in training; "broken": training rows that are all unreadable;
+    # "rare": no validation rows. All videos are listed up front, unreadable ones first.
+    root = vids.write_mit(tmp_path / "mit", classes=("ok", "broken", "rare", "empty"),
+                          per_class=1, n=16)
+    train_csv, val_csv = root / "trainingSet.csv", root / "validationSet.csv"
+    train_csv.write_text("".join(line + "\n" for line in train_csv.read_text().splitlines()
+                                 if not line.startswith("empty/")))
+    val_csv.write_text("".join(line + "\n" for line in val_csv.read_text().splitlines()
+                               if not line.startswith("rare/")))
+    (root / "training" / "broken" / "tra_0.mp4").write_text("not a video\n")
+    (root / "training" / "broken" / "tra_1.mp4").write_bytes(b"")
+    train_csv.write_text(train_csv.read_text() + "broken/tra_1.mp4,broken,3,0\n")
+    report = check_dataset(root, workers=1, min_size=32)
+    warnings = {(w["split"], w["class"]): w for w in report["warnings"]}
+    assert set(warnings) == {("training", "empty"), ("training", "broken"),
+                             ("validation", "rare")}
+    assert warnings[("training", "empty")]["kind"] == "class_without_training_videos"
+    assert warnings[("training", "broken")]["message"] == (
+        "class 'broken' has no training videos (2 listed, none readable)")
+    assert warnings[("validation", "rare")]["message"] == (
+        "class 'rare' has no validation videos (none listed)")
+    assert [v["problems"] for v in report["videos"]] == [["unreadable"], ["unreadable"]]
+    out = tmp_path / "report.json"
+    assert main(["check", str(root), "--workers", "1", "--min-size", "32",
+                 "--json", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "warning: class 'empty' has no training videos (none listed)" in text
+    assert "warning: class 'rare' has no validation videos (none listed)" in text
+    assert len(json.loads(out.read_text())["warnings"]) == 3
+    # Only the checked splits are judged: no validation split, no validation warning.
+    only_train = check_dataset(root, ["training"], workers=1, min_size=32)
+    assert {w["split"] for w in only_train["warnings"]} == {"training"}
+
+
+def test_check_lists_every_unreadable_video(tmp_path, vids):
+    root = vids.write_mit(tmp_path / "mit", classes=("a",), per_class=30, n=16,
+                          splits=("training",))
+    for k in range(0, 30, 2):  # 15 unreadable files among 30
+        (root / "training" / "a" / f"tra_{k}.mp4").write_bytes(b"junk")
+    report = check_dataset(root, workers=2, min_size=32)
+    assert report["probed"] == 30 and report["counts"] == {"unreadable": 15}
+    assert sorted(os.path.basename(v["path"]) for v in report["videos"]) == sorted(
+        f"tra_{k}.mp4" for k in range(0, 30, 2))

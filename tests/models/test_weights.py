@@ -182,7 +182,7 @@ def test_unreadable_and_missing_files(tmp_path):
     junk.write_bytes(os.urandom(64))
     with pytest.raises(MomentlensError, match="junk.pth: not a readable PyTorch checkpoint"):
         load_pretrained(model, junk)
-    with pytest.raises(MomentlensError, match="does not exist"):
+    with pytest.raises(MomentlensError, match="nope.pth: checkpoint not found"):
         load_pretrained(model, tmp_path / "nope.pth")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 16)

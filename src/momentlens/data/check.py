@@ -39,6 +39,8 @@ def probe_video(path: str | os.PathLike[str], backend: str = "auto") -> dict:
 
 
 def _map(fn: Callable, items: Sequence, workers: int, desc: str, unit: str) -> Iterable:
+    """``map(fn, items)`` over a process pool with a progress bar, results in order.
+    A caller that stops early (an error) cancels the work not yet started."""
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(items) < 2:
         return progress(map(fn, items), total=len(items), desc=desc, unit=unit)
@@ -47,8 +49,10 @@ def _map(fn: Callable, items: Sequence, workers: int, desc: str, unit: str) -> I
     results = pool.map(fn, items, chunksize=chunk)
 
     def gen() -> Iterable:
-        with pool:
+        try:
             yield from progress(results, total=len(items), desc=desc, unit=unit)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     return gen()
 
@@ -74,39 +78,72 @@ def check_dataset(root: str | os.PathLike[str], splits: Sequence[str] | None = N
     Problems: layout/label problems (with ``file:line``), and per video
     ``unreadable``, ``zero_frames``, ``too_short`` (< ``min_frames`` decodable
     frames), ``odd_fps`` (more than 0.5 from ``fps``; default the median fps),
-    ``small_size`` (short side < ``min_size`` pixels, the crop). Returns the report
-    dict (JSON-ready); ``report["ok"]`` is False when anything was found.
+    ``small_size`` (short side < ``min_size`` pixels, the crop). Every video is
+    probed, so every unreadable one is listed (unreadable ones first). Warnings
+    (``report["warnings"]``, not problems): classes with no usable training videos and
+    classes with none in validation. Returns the report dict (JSON-ready);
+    ``report["ok"]`` is False when a problem was found.
     """
     root = Path(root)
     splits = list(splits or available_splits(root))
     if not splits:
         raise MomentlensError(f"{root}: no dataset split found")
     report: dict = {"root": str(root), "splits": {}, "videos": [], "label_problems": [],
-                    "settings": {"min_frames": min_frames, "min_size": min_size}}
-    paths: list[tuple[str, Path]] = []
+                    "warnings": [], "settings": {"min_frames": min_frames, "min_size": min_size}}
+    paths: list[tuple[str, Path, int]] = []
+    scanned = []
     for name in splits:
         split, problems = scan_split(root, name)
+        scanned.append(split)
         missing = {id(r) for r in split.missing}
         report["splits"][split.name] = {"layout": split.layout, "videos": len(split.records),
                                         "classes": len(split.classes), "notes": split.notes}
         report["label_problems"] += [{"kind": p.kind, "where": p.where, "message": p.message}
                                      for p in problems]
-        paths += [(split.name, r.path) for r in split.records if id(r) not in missing]
-    probes = list(_map(probe_video, [p for _, p in paths], workers, "check", "video"))
+        paths += [(split.name, r.path, r.label) for r in split.records if id(r) not in missing]
+    probes = list(_map(probe_video, [p for _, p, _ in paths], workers, "check", "video"))
     good_fps = [p["fps"] for p in probes if not p["error"] and p["fps"] > 0]
     expected = fps if fps is not None else (statistics.median(good_fps) if good_fps else 0.0)
     report["settings"]["fps"] = expected
     counts: Counter = Counter()
-    for (split_name, _), probe in zip(paths, probes):
+    for (split_name, _, _), probe in zip(paths, probes):
         kinds = _classify(probe, min_frames, min_size, expected)
         counts.update(kinds)
         if kinds or probe["header_frames"] != probe["num_frames"]:
             report["videos"].append({"split": split_name, "problems": kinds, **probe})
+    report["videos"].sort(key=lambda v: not v["error"])  # unreadable first, order kept
+    readable = Counter((s, label) for (s, _, label), p in zip(paths, probes) if not p["error"])
+    report["warnings"] = _class_warnings(scanned, readable)
     counts.update(p["kind"] for p in report["label_problems"])
     report["counts"] = dict(counts)
     report["probed"] = len(probes)
     report["ok"] = not counts
     return report
+
+
+# Splits whose classes must all have videos: training (to learn them) and validation
+# (to measure them).
+_COVERED_SPLITS = {"training": "training", "validation": "validation"}
+
+
+def _class_warnings(splits: Sequence, readable: Counter) -> list[dict]:
+    """A warning per class of the training or validation split without a readable video
+    there (no rows at all, or only missing or unreadable files)."""
+    warnings = []
+    for split in splits:
+        what = _COVERED_SPLITS.get(split.name)
+        if what is None:
+            continue
+        listed = Counter(r.label for r in split.records)
+        for index, name in enumerate(split.classes):
+            if readable[(split.name, index)]:
+                continue
+            detail = (f"{listed[index]} listed, none readable" if listed[index]
+                      else "none listed")
+            warnings.append({"kind": f"class_without_{what}_videos", "split": split.name,
+                             "class": name, "message": f"class {name!r} has no {what} "
+                             f"videos ({detail})"})
+    return warnings
 
 
 def describe_check(report: dict, limit: int = 20) -> str:
@@ -115,6 +152,10 @@ def describe_check(report: dict, limit: int = 20) -> str:
     lines = [f"checked {report['probed']} videos in {report['root']} ({per_split})"]
     for split in report["splits"].values():
         lines += [f"  note: {n}" for n in split["notes"]]
+    warnings = report.get("warnings", [])
+    lines += [f"warning: {w['message']}" for w in warnings[:limit]]
+    if len(warnings) > limit:
+        lines.append(f"  ... and {len(warnings) - limit} more warnings (see the JSON report)")
     if report["ok"]:
         return "\n".join(lines + ["no problems found"])
     lines.append("problems: " + ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())))

@@ -12,14 +12,25 @@ Resumable: every output is written under a temporary dot-name and renamed when
 complete, so a final name always holds a complete file; a rerun skips finished
 outputs and deletes temporaries left by a killed run. Small metadata files
 (CSV, TXT, JSON, YAML) are copied last, then ``prepare_report.json``; a copy is
-complete when that report exists. Unreadable videos are reported, not copied.
+complete when that report exists.
+
+The copy stays trainable: videos that cannot be read are not copied, the copy's lists
+(``trainingSet.csv`` ..., ``<split>.csv``) keep only the rows of videos it holds, and
+the videos left out are listed with their reasons (and the list rows dropped) in
+``prepare_quarantine.jsonl`` and in the report. A write error (a full disk, no
+permission) stops the run with one line naming the file and the cause; the partial
+file is removed and a rerun resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +45,18 @@ from momentlens.data.formats import (
     is_frame_folder,
     is_video_file,
 )
+from momentlens.data.layout import MIT_CSV, LayoutError, available_splits, scan_split
 from momentlens.data.transforms import resized_crop, short_side_hw
-from momentlens.utils import MomentlensError, write_bytes_atomic, write_json_atomic
+from momentlens.utils import (
+    MomentlensError,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 META_EXTENSIONS = (".csv", ".txt", ".json", ".yaml", ".yml")
 REPORT_FILE = "prepare_report.json"
+QUARANTINE_FILE = "prepare_quarantine.jsonl"
 
 
 @dataclass(frozen=True)
@@ -109,12 +127,21 @@ def _output_path(job: _Job) -> Path:
     return dst.with_suffix("") if job.mode == "frames" and dst.suffix else dst
 
 
+@contextlib.contextmanager
+def _writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into one line naming it and the cause."""
+    try:
+        yield
+    except OSError as exc:
+        raise MomentlensError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
 def _prepare_one(job: _Job) -> tuple[str, str, str | None]:
-    """(source, status, error) with status ``done``, ``skipped`` or ``failed``."""
+    """(source, status, error) with status ``done``, ``skipped``, ``failed`` (the source
+    cannot be read: quarantined) or ``write_error`` (the copy cannot be written: fatal)."""
     final = _output_path(job)
     if final.exists():
         return job.src, "skipped", None
-    _clean_stale(final)
     try:
         with open_video(job.src, threads=1) as reader:
             frames = reader.get_frames(np.arange(reader.num_frames))
@@ -122,14 +149,21 @@ def _prepare_one(job: _Job) -> tuple[str, str, str | None]:
         out_hw = _target_hw(frames.shape[1:3], job.short_side, even=job.mode == "video")
         if out_hw != frames.shape[1:3]:
             frames = resized_crop(frames, (0, 0, *frames.shape[1:3]), out_hw)
-        if job.mode == "video":
-            from momentlens.data.encode import write_video
-
-            write_video(final, frames, fps=fps, crf=job.crf, gop=job.gop, preset="veryfast")
-        else:
-            _write_frames(final, frames, fps, job.quality)
     except Exception as exc:
         return job.src, "failed", str(exc) or type(exc).__name__
+    try:
+        with _writing(final):
+            _clean_stale(final)
+            if job.mode == "video":
+                from momentlens.data.encode import write_video
+
+                write_video(final, frames, fps=fps, crf=job.crf, gop=job.gop, preset="veryfast")
+            else:
+                _write_frames(final, frames, fps, job.quality)
+    except MomentlensError as exc:
+        return job.src, "write_error", str(exc)
+    except Exception as exc:  # the encoder refused these frames: a property of the source
+        return job.src, "failed", f"cannot re-encode: {exc or type(exc).__name__}"
     return job.src, "done", None
 
 
@@ -153,8 +187,10 @@ def prepare_dataset(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
                     gop: int = 8, crf: int = 23, quality: int = 90) -> dict:
     """Copy ``src_dir`` to ``out_dir`` in the same layout with faster-to-read videos.
 
-    Returns a summary dict (also written to ``out_dir/prepare_report.json``):
-    counts of ``done``/``skipped``/``failed`` videos and the failures with reasons.
+    Returns a summary dict (also written to ``out_dir/prepare_report.json``): counts of
+    ``done``/``skipped``/``failed`` videos, the failures with reasons and the list rows
+    that named them (also in ``prepare_quarantine.jsonl``). Raises
+    :class:`MomentlensError` (one line) when the copy cannot be written.
     """
     src, out = Path(src_dir).resolve(), Path(out_dir).resolve()
     if mode not in ("video", "frames"):
@@ -169,21 +205,105 @@ def prepare_dataset(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     videos, meta = _scan(src, out)
     if not videos:
         raise MomentlensError(f"{src}: no videos found")
-    (out / REPORT_FILE).unlink(missing_ok=True)  # incomplete until written again
+    with _writing(out / REPORT_FILE):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / REPORT_FILE).unlink(missing_ok=True)  # incomplete until written again
     jobs = [_Job(str(src / v), str(out / v), mode, short_side, gop, crf, quality) for v in videos]
     status: dict[str, int] = {"done": 0, "skipped": 0, "failed": 0}
-    failed = []
-    for path, state, error in _map(_prepare_one, jobs, workers, "prepare", "video"):
-        status[state] += 1
-        if error:
-            failed.append({"path": str(Path(path).relative_to(src)), "error": error})
-    for rel in meta:
-        write_bytes_atomic(out / rel, (src / rel).read_bytes())
+    failed: dict[Path, str] = {}
+    # closing(): on a write error, the pool stops (work not started is cancelled, work
+    # in flight finishes and cleans up) before the error reaches the user.
+    with contextlib.closing(_map(_prepare_one, jobs, workers, "prepare", "video")) as results:
+        for path, state, error in results:
+            if state == "write_error":
+                raise MomentlensError(error)
+            status[state] += 1
+            if error:
+                failed[Path(path)] = error
+    lists, quarantine = _trainable_lists(src, out, failed)
+    _write_metadata(src, out, meta, lists, quarantine)
     summary = {"source": str(src), "out": str(out), "mode": mode, "short_side": short_side,
-               "gop": gop, "crf": crf, "videos": len(videos), **status, "failures": failed,
+               "gop": gop, "crf": crf, "videos": len(videos), **status,
+               "failures": [q for q in quarantine if q["kind"] == "unreadable"],
+               "missing": [q for q in quarantine if q["kind"] == "missing"],
+               "rows_dropped": {name: n for name, (_, n) in lists.items() if n},
+               "quarantine_file": QUARANTINE_FILE if quarantine else None,
                "metadata_files": meta, "seconds": round(time.perf_counter() - t0, 1)}
-    write_json_atomic(out / REPORT_FILE, summary)
+    with _writing(out / REPORT_FILE):
+        write_json_atomic(out / REPORT_FILE, summary)
     return summary
+
+
+def _trainable_lists(src: Path, out: Path, failed: dict[Path, str]
+                     ) -> tuple[dict[str, tuple[bytes, int]], list[dict]]:
+    """The copy's list files (relative name -> (content, rows dropped)) without the rows
+    of videos it does not hold, and the quarantine entries (one per video left out)."""
+    entries = {path: {"path": str(path.relative_to(src)), "kind": "unreadable",
+                      "error": error, "listed_in": []} for path, error in sorted(failed.items())}
+    lists: dict[str, tuple[bytes, int]] = {}
+    for name in available_splits(src):
+        try:
+            split, _ = scan_split(src, name)
+        except LayoutError:
+            continue  # unparsable lists are copied as they are: the source fails alike
+        if split.layout == "folders":
+            _mirror_class_folders(src / split.name, out / split.name)
+            continue
+        list_file = src / (MIT_CSV.get(split.name, f"{split.name}Set.csv")
+                           if split.layout == "mit" else f"{split.name}.csv")
+        missing = {id(r) for r in split.missing}
+        drop = set()
+        for rec in split.records:
+            entry = entries.get(rec.path)
+            if entry is None and id(rec) in missing:
+                entry = entries.setdefault(rec.path, {
+                    "path": _relative(rec.path, src), "kind": "missing",
+                    "error": "not found in the source", "listed_in": []})
+            if entry is not None and "line" in rec.extra:
+                drop.add(rec.extra["line"])
+                entry["listed_in"].append(f"{list_file.name}:{rec.extra['line']}")
+        lists[str(list_file.relative_to(src))] = (_without_lines(list_file, drop), len(drop))
+    return lists, list(entries.values())
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:  # a list row pointing outside the dataset folder
+        return str(path)
+
+
+def _without_lines(path: Path, drop: set[int]) -> bytes:
+    """``path``'s bytes without the given 1-based lines (numbered as the layout reader
+    numbers them: CR, LF and CRLF each end a line); everything else byte for byte."""
+    data = path.read_bytes()
+    if not drop:
+        return data
+    lines = re.findall(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", data)
+    return b"".join(line for number, line in enumerate(lines, start=1) if number not in drop)
+
+
+def _mirror_class_folders(src_split: Path, out_split: Path) -> None:
+    # A class folder whose videos all failed must still exist: the class folders of the
+    # training split define the class list and its order.
+    for entry in src_split.iterdir():
+        if entry.is_dir() and not entry.name.startswith(".") and not is_frame_folder(entry):
+            with _writing(out_split / entry.name):
+                (out_split / entry.name).mkdir(parents=True, exist_ok=True)
+
+
+def _write_metadata(src: Path, out: Path, meta: list[str],
+                    lists: dict[str, tuple[bytes, int]], quarantine: list[dict]) -> None:
+    for rel in meta:
+        data = lists[rel][0] if rel in lists else (src / rel).read_bytes()
+        with _writing(out / rel):
+            write_bytes_atomic(out / rel, data)
+    with _writing(out / QUARANTINE_FILE):
+        if quarantine:
+            write_text_atomic(out / QUARANTINE_FILE,
+                              "".join(json.dumps(q) + "\n" for q in quarantine))
+        else:
+            (out / QUARANTINE_FILE).unlink(missing_ok=True)
 
 
 def describe_prepare(summary: dict, limit: int = 20) -> str:
@@ -192,4 +312,13 @@ def describe_prepare(summary: dict, limit: int = 20) -> str:
              f"{summary['skipped']} already there, {summary['failed']} failed "
              f"in {summary['seconds']} s"]
     lines += [f"  failed: {f['path']}: {f['error']}" for f in summary["failures"][:limit]]
+    if len(summary["failures"]) > limit:
+        lines.append(f"  ... and {len(summary['failures']) - limit} more")
+    if summary.get("missing"):
+        lines.append(f"  {len(summary['missing'])} listed videos not found in the source")
+    dropped = summary.get("rows_dropped") or {}
+    if dropped:
+        rows = ", ".join(f"{n} from {name}" for name, n in dropped.items())
+        lines.append(f"  list rows of videos left out removed from the copy ({rows}); "
+                     f"see {Path(summary['out']) / QUARANTINE_FILE}")
     return "\n".join(lines)

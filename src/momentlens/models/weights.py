@@ -17,8 +17,6 @@ All renaming lives in :func:`normalise_keys`.
 from __future__ import annotations
 
 import os
-import pickle
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from momentlens.models.weight_files import load_weight_file
 from momentlens.utils import MomentlensError
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "net")
@@ -76,39 +75,17 @@ def _short(keys: list[str]) -> str:
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str | None]:
     """Read a checkpoint file safely; return ``(state_dict, arch)``.
 
-    ``.safetensors`` files go through safetensors; anything else through
-    ``torch.load(weights_only=True)``, which refuses pickled objects (a checkpoint is
-    untrusted input: unpickling it could run code). Wrapper dicts are unwrapped; the
-    2018 ``arch`` string is returned when present.
+    Safetensors files (recognised by content) go through safetensors; anything else
+    through ``torch.load(weights_only=True)``, which refuses pickled objects (a
+    checkpoint is untrusted input: unpickling it could run code). Any failure is one
+    :class:`MomentlensError` line saying what the file is and why it was refused
+    (:mod:`momentlens.models.weight_files`). Wrapper dicts are unwrapped; the 2018
+    ``arch`` string is returned when present.
     """
     p = Path(path)
-    if not p.is_file():
-        raise MomentlensError(f"checkpoint {p} does not exist or is not a file")
-    if p.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(p), device="cpu")), None
-        except SafetensorError as exc:
-            raise MomentlensError(f"{p}: not a readable safetensors file ({exc})") from exc
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # torch's restricted unpickler stopped before running anything; tell apart a
-        # file that asks for a Python object (possibly code) from plain corruption.
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
-        if found is None:
-            detail = re.search(r"WeightsUnpickler error: (.*)", str(exc))
-            reason = detail.group(1).strip() if detail else str(exc).splitlines()[0]
-            raise MomentlensError(f"{p}: not a readable PyTorch checkpoint ({reason})") from exc
-        raise MomentlensError(
-            f"{p}: refused to load: the file asks to build the Python object "
-            f"{found.group(1)}, and unpickling objects could run arbitrary code. Only tensors "
-            "and plain containers are accepted. If you trust the file's origin, re-save just "
-            "its state dict (or convert it to .safetensors).") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise MomentlensError(f"{p}: not a readable PyTorch checkpoint ({exc})") from exc
+    obj, is_safetensors = load_weight_file(p)
+    if is_safetensors:
+        return obj, None
     return _unwrap(obj, p)
 
 
