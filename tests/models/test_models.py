@@ -19,13 +19,19 @@ def _tiny(name: str, **options) -> nn.Module:
     return create_model(name, NUM_CLASSES, width=WIDTH, **options)
 
 
+def _first(model: nn.Module, kind: type) -> nn.Module:
+    """The first module of ``kind``: the stem's convolution or BatchNorm in every family."""
+    return next(m for m in model.modules() if isinstance(m, kind))
+
+
 def _clip(seed: int = 1) -> torch.Tensor:
     return torch.randn(CLIP, generator=torch.Generator().manual_seed(seed))
 
 
 def test_registry_names():
     expected = {"r2d18", "r2d34", "r2d50", "r2d101", "r3d10", "r3d18", "r3d34", "r3d50",
-                "r3d101", "r3d152", "r3d200", "rx3d50", "rx3d101", "rx3d152"}
+                "r3d101", "r3d152", "r3d200", "rx3d50", "rx3d101", "rx3d152",
+                "mc3d18", "r2plus1d18", "r2plus1d34"}
     assert set(list_models()) == expected
 
 
@@ -46,7 +52,7 @@ def test_forward_backward_and_head(name):
     assert logits.shape == (CLIP[0], NUM_CLASSES)
     logits.logsumexp(dim=1).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
-    assert model.conv1.weight.grad.abs().sum() > 0
+    assert _first(model, nn.modules.conv._ConvNd).weight.grad.abs().sum() > 0
 
     model.eval()
     with torch.no_grad():
@@ -75,11 +81,15 @@ def test_classifier_and_reset(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_input_spec(name):
-    spec = create_model(name, 3, width=WIDTH).input_spec
+    model = create_model(name, 3, width=WIDTH)
+    spec = model.input_spec
     assert isinstance(spec, InputSpec)
     if spec.sampler == "segments":
         assert spec == InputSpec(sampler="segments", frames=4, size=224, norm="imagenet")
         assert spec.pixel_range == 1.0 and spec.short_side == 256
+    elif hasattr(model, "stem"):  # torchvision's video layout (MC3, R(2+1)D)
+        assert spec == InputSpec(sampler="clip", frames=16, size=112, norm="kinetics_tv")
+        assert spec.pixel_range == 1.0 and spec.short_side == 128
     else:
         assert spec == InputSpec(sampler="clip", frames=16, size=112, norm="kinetics_255")
         assert spec.pixel_range == 255.0 and spec.short_side == 128
@@ -127,7 +137,7 @@ def test_freezing(name, mode):
     assert changed == (mode == "last_stage")
     # model.train() must not wake the frozen BatchNorms up again.
     model.train()
-    assert not model.bn1.training and model.fc.training
+    assert not _first(model, nn.modules.batchnorm._BatchNorm).training and model.fc.training
 
 
 def test_finetune_all_and_bad_mode():

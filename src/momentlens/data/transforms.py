@@ -348,6 +348,8 @@ NORM_PRESETS: dict[str, NormPreset] = {
     # 3D-ResNets-PyTorch (2020 code, mean.py) mean/std on [0, 1]
     "kinetics_01": NormPreset((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737), 1),
     "activitynet_01": NormPreset((0.4477, 0.4209, 0.3906), (0.2767, 0.2695, 0.2714), 1),
+    # torchvision's Kinetics-400 video models (r3d_18, mc3_18, r2plus1d_18) on [0, 1]
+    "kinetics_tv": NormPreset((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989), 1),
     # plain [0, 1] pixels
     "none": NormPreset((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1),
     # the paper: subtract the dataset's own mean (``momentlens stats``), pass mean=...

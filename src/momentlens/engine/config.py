@@ -24,7 +24,7 @@ from momentlens.data.decode import BACKENDS
 from momentlens.data.transforms import NORM_PRESETS
 from momentlens.engine.runtime import AMP_MODES, DEVICES
 from momentlens.models.base import FINETUNE_MODES
-from momentlens.models.resnet3d import STYLES
+from momentlens.models.resnet3d import SHORTCUTS, STYLES
 from momentlens.models.spec import SAMPLERS
 from momentlens.utils import MomentlensError, write_text_atomic
 
@@ -61,6 +61,12 @@ class TrainConfig:
     width: float = 1.0
     style: str = "2018"  # 3D models: layout defaults of 3D-ResNets-PyTorch's 2018 or 2020 code
     last_stride: int = 2  # spatial stride of the last stage; 1 = twice finer CAMs
+    # 3D-ResNet architecture options; None (null) = not set: the model's default, or what
+    # a --pretrained file implies (torchvision's r3d_18: 3, 1, true, B)
+    conv1_t_size: int | None = None  # stem temporal kernel
+    conv1_t_stride: int | None = None  # stem temporal stride
+    no_max_pool: bool | None = None  # skip the max-pool after the stem
+    shortcut: str | None = None  # A (zero-padded identity) or B (1x1x1 conv + BN)
     frames: int = 16
     size: int = 112
     resize: int = 0  # short side before cropping; 0: size * 8 / 7 (128 for 112)
@@ -123,6 +129,12 @@ class TrainConfig:
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise MomentlensError(f"'{key}' must not be negative, got {getattr(self, key)}")
+        for key in ("conv1_t_size", "conv1_t_stride"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise MomentlensError(f"'{key}' must be at least 1, got {getattr(self, key)}")
+        if self.shortcut is not None and self.shortcut not in SHORTCUTS:
+            raise MomentlensError(f"bad value {self.shortcut!r} for 'shortcut'; allowed: "
+                                  f"{', '.join(SHORTCUTS)}")
         if self.last_stride not in (1, 2):
             raise MomentlensError(f"bad value {self.last_stride!r} for 'last_stride'; allowed: 1, 2")
         if self.lr > 3.0e38:  # beyond float32, which the optimiser works in
@@ -153,9 +165,13 @@ def _did_you_mean(word: str, known: typing.Iterable[str]) -> str:
 
 def _field_type(name: str) -> type:
     hint = typing.get_type_hints(TrainConfig)[name]
-    if isinstance(hint, types.UnionType):  # pragma: no cover - no optional fields yet
+    if isinstance(hint, types.UnionType):  # optional: None means "not set"
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
+
+
+def _optional(name: str) -> bool:
+    return type(None) in typing.get_args(typing.get_type_hints(TrainConfig)[name])
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
@@ -166,6 +182,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if isinstance(value, str) and kind is not str:
         parsed = yaml.safe_load(value) if value.strip() else ""
         value = parsed
+    if _optional(key) and (value is None or (isinstance(value, str)
+                                             and yaml.safe_load(value or "~") is None)):
+        return None  # null, ~ or empty: not set
     try:
         if kind is bool:
             if isinstance(value, bool):

@@ -32,7 +32,8 @@ from momentlens.utils import MomentlensError
 log = logging.getLogger(__name__)
 
 #: Settings of the training config that are also model builder options.
-BUILDER_SETTINGS = ("width", "frames", "size", "last_stride", "style")
+BUILDER_SETTINGS = ("width", "frames", "size", "last_stride", "style", "conv1_t_size",
+                    "conv1_t_stride", "no_max_pool", "shortcut")
 
 
 # ----------------------------------------------------------------------------- model, data
@@ -40,9 +41,24 @@ BUILDER_SETTINGS = ("width", "frames", "size", "last_stride", "style")
 
 def model_options(cfg: TrainConfig) -> dict[str, Any]:
     """The builder options a run's model is made with (also stored in its model files):
-    the settings of :data:`BUILDER_SETTINGS` that the model's builder accepts."""
+    the settings of :data:`BUILDER_SETTINGS` that the model's builder accepts, those left
+    unset (``None``) out, completed with what a ``pretrained`` file implies
+    (:func:`momentlens.models.weights.options_for_pretrained`). An option set for a model
+    that has no such option is an error."""
     allowed = set(registry.model_options(cfg.model))
-    return {k: getattr(cfg, k) for k in BUILDER_SETTINGS if k in allowed}
+    # Settings that are "not set" by default (None) were asked for when they have a value.
+    unused = [k for k in BUILDER_SETTINGS if k not in allowed and getattr(cfg, k) is not None
+              and TrainConfig.__dataclass_fields__[k].default is None]
+    if unused:
+        raise MomentlensError(f"model {cfg.model!r} has no option {', '.join(unused)}; its "
+                              f"options: {', '.join(sorted(allowed))}")
+    options = {k: getattr(cfg, k) for k in BUILDER_SETTINGS
+               if k in allowed and getattr(cfg, k) is not None}
+    if cfg.pretrained:
+        from momentlens.models.weights import options_for_pretrained
+
+        options = options_for_pretrained(cfg.model, cfg.pretrained, options)
+    return options
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:

@@ -17,7 +17,8 @@ from momentlens.utils import MomentlensError, did_you_mean
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MODELS: dict[str, Callable[..., Any]] = {}
-_FAMILY_MODULES = ("momentlens.models.resnet2d", "momentlens.models.resnet3d")
+_FAMILY_MODULES = ("momentlens.models.resnet2d", "momentlens.models.resnet3d",
+                   "momentlens.models.mc3d", "momentlens.models.r2plus1d")
 
 
 def register_model(fn: F) -> F:
@@ -71,6 +72,8 @@ def create_model(name: str, num_classes: int, pretrained: str | None = None,
     pretrained:  optional path of a local checkpoint, loaded with
                  :func:`momentlens.models.weights.load_pretrained` (a class-count
                  mismatch re-initialises only the classifier). Nothing is downloaded.
+                 Options the file implies are set first
+                 (:func:`momentlens.models.weights.options_for_pretrained`).
     options:     family options such as ``width``, ``shortcut``, ``style``, ``frames``,
                  ``size``, ``norm``, ``no_max_pool``, ``conv1_t_size``; an unknown
                  option is an error that lists the allowed ones.
@@ -84,6 +87,12 @@ def create_model(name: str, num_classes: int, pretrained: str | None = None,
             f"{', '.join(allowed + ['pretrained'])}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise MomentlensError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if pretrained:
+        from momentlens.models.weights import options_for_pretrained
+
+        # A file may imply architecture options (torchvision's r3d_18: 3x7x7 stem, no
+        # max-pool, shortcut B); contradicting ones are an error naming both.
+        options = options_for_pretrained(name, pretrained, options)
     model = builder(num_classes, **options)
     if pretrained:
         from momentlens.models.weights import load_pretrained

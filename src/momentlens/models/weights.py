@@ -9,9 +9,13 @@ Formats handled by :func:`load_pretrained` (all read without unpickling objects)
 * 3D-ResNets-PyTorch 2020 (``r3d50_K_200ep.pth`` ...): plain or ``{'state_dict': ...}``,
   no prefix, 700 classes.
 * zhoubolei/moments_models: ``module.`` prefix, classifier named ``last_linear``.
+* torchvision's Kinetics video models (``r3d_18``, ``mc3_18``, ``r2plus1d_18``):
+  recognised by their keys (:mod:`momentlens.models.torchvision_video`); the options
+  they imply come from :func:`options_for_pretrained`.
 * ``.safetensors`` files with any of the key spellings above.
 
-All renaming lives in :func:`normalise_keys`.
+Renaming lives in :func:`normalise_keys` and, for torchvision's video layout into
+``r3d18``, :func:`momentlens.models.torchvision_video.to_model_keys`.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from momentlens.models import torchvision_video
 from momentlens.models.weight_files import load_weight_file
 from momentlens.utils import MomentlensError
 
@@ -50,10 +56,12 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)
     counters_missing: int = 0
     arch: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the loader decided, in words
 
     def __str__(self) -> str:
         lines = [f"{self.source}: loaded {len(self.loaded)} tensors"
                  + (f" (arch {self.arch})" if self.arch else "")]
+        lines += [f"  {note}" for note in self.notes]
         if self.initialised:
             lines.append(f"  newly initialised: {_short(self.initialised)}")
         if self.ignored:
@@ -139,12 +147,49 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str],
     """
     state, arch = read_checkpoint(path)
     report = LoadReport(source=str(Path(path).name), arch=arch)
-    _apply(model, normalise_keys(state), report, strict_trunk, f"checkpoint {path}")
+    state = normalise_keys(state)
+    tv_arch = torchvision_video.detect({k: tuple(v.shape) for k, v in state.items()})
+    if tv_arch:
+        state = torchvision_video.to_model_keys(model.state_dict(), state)
+        report.notes.append(torchvision_video.describe(tv_arch))
+        norm = getattr(getattr(model, "input_spec", None), "norm", torchvision_video.NORM)
+        report.notes.append(f"normalisation {norm}" + (
+            "" if norm == torchvision_video.NORM
+            else f" (the file was trained with {torchvision_video.NORM})"))
+    _apply(model, state, report, strict_trunk, f"checkpoint {path}", tv_arch)
     return report
 
 
+def options_for_pretrained(name: str, path: str | os.PathLike[str],
+                           options: Mapping[str, Any]) -> dict[str, Any]:
+    """The builder options that make the checkpoint at ``path`` fit model ``name``.
+
+    ``options`` unchanged for every format but torchvision's video files; for those,
+    completed with the options the file implies (``r3d_18``: ``conv1_t_size=3,
+    conv1_t_stride=1, no_max_pool=True, shortcut='B'``; all: ``norm='kinetics_tv'``
+    unless one was asked for). A file of another model, or an option that contradicts
+    the file, is a :class:`MomentlensError` naming both.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+        tv_arch = _torchvision_arch(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        tv_arch = None  # read_checkpoint says why, when the file is loaded
+    if tv_arch is None:
+        return dict(options)
+    return torchvision_video.fit_options(name, tv_arch, options, str(path))
+
+
+@lru_cache(maxsize=8)
+def _torchvision_arch(path: str, _mtime_ns: int, _size: int) -> str | None:
+    # Cached per file version: a run asks for its model's options more than once.
+    state = normalise_keys(read_checkpoint(path)[0])
+    return torchvision_video.detect({k: tuple(v.shape) for k, v in state.items()})
+
+
 def _apply(model: nn.Module, state: dict[str, torch.Tensor], report: LoadReport,
-           strict_trunk: bool, what: str) -> None:
+           strict_trunk: bool, what: str, tv_arch: str | None = None) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -165,8 +210,11 @@ def _apply(model: nn.Module, state: dict[str, torch.Tensor], report: LoadReport,
     bad_fc_input = ("fc.weight" in report.ignored and state["fc.weight"].ndim == 2
                     and state["fc.weight"].shape[-1] != own["fc.weight"].shape[-1])
     if strict_trunk and (missing or unexpected or wrong or bad_fc_input):
-        raise MomentlensError(_mismatch_message(what, model, own, state, missing, unexpected,
-                                                wrong, bad_fc_input))
+        message = _mismatch_message(what, model, own, state, missing, unexpected, wrong,
+                                    bad_fc_input)
+        if tv_arch:  # the generic hint would point the wrong way
+            message = message.rsplit("\n", 1)[0] + "\n  " + torchvision_video.mismatch_hint(tv_arch)
+        raise MomentlensError(message)
     report.ignored += unexpected + wrong
     report.initialised += missing + wrong
     use = {k: state[k] for k in own if k in state and k not in report.ignored}
