@@ -98,12 +98,12 @@ def all_costs(num_classes: int | None = None) -> list[ModelCost]:
 
 def format_table(costs: list[ModelCost]) -> str:
     """A fixed-width table: name, family, classes, params (M), GFLOPs, input, norm."""
-    header = f"{'model':<9} {'kind':<4} {'classes':>7} {'params (M)':>10} {'GFLOPs':>8}  " \
+    header = f"{'model':<11} {'kind':<4} {'classes':>7} {'params (M)':>10} {'GFLOPs':>8}  " \
              f"{'input (T x H x W)':<18} norm"
     rows = [header, "-" * len(header)]
     for c in costs:
         _, _, t, h, w = c.input_shape
-        rows.append(f"{c.name:<9} {c.family:<4} {c.num_classes:>7} {c.params / 1e6:>10.2f} "
+        rows.append(f"{c.name:<11} {c.family:<4} {c.num_classes:>7} {c.params / 1e6:>10.2f} "
                     f"{c.macs / 1e9:>8.2f}  {f'{t} x {h} x {w}':<18} {c.norm}")
     rows.append("GFLOPs = 10^9 multiply-adds of conv and linear layers for one clip.")
     return "\n".join(rows)
