@@ -116,7 +116,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train", help="train a 2D or 3D model on a dataset folder",
         description="Train a model. Settings come from defaults, then --config FILE.yaml, "
         "then the flags below, then --set key=value; the resolved settings are written to "
-        "RUN_DIR/config.yaml. Under torchrun, runs DistributedDataParallel.",
+        "RUN_DIR/config.yaml. Under torchrun, runs DistributedDataParallel. A run folder "
+        "is locked while a process trains in it. SIGINT/SIGTERM save a checkpoint at the "
+        "end of the current step and exit with status 130/143; --resume continues.",
     )
     p.add_argument("--data", help="dataset folder (Moments-in-Time layout or class folders)")
     p.add_argument("--out", help="run folder (checkpoints, metrics.jsonl, tensorboard/)")
@@ -126,6 +128,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="override any setting; repeatable")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue RUN_DIR from its last checkpoint, with its saved settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that holds one; the old run is "
+                   "removed once the new one has its first checkpoint")
     p.add_argument("--model")
     p.add_argument("--frames", type=int)
     p.add_argument("--size", type=int)

@@ -54,14 +54,17 @@ def train_args(data: Path, out: Path, **settings: object) -> list[str]:
     return args
 
 
-def start_train(args: list[str], checkpoint_delay: float = 0, **env: str) -> subprocess.Popen:
+def start_train(args: list[str], checkpoint_delay: float = 0, new_session: bool = False,
+                **env: str) -> subprocess.Popen:
     """``momentlens train ARGS`` in a new process; with ``checkpoint_delay`` (seconds), each
-    checkpoint write pauses that long half-way (see slow_checkpoint_train.py)."""
+    checkpoint write pauses that long half-way (see slow_checkpoint_train.py); with
+    ``new_session``, in a process group of its own (``os.killpg(proc.pid, sig)`` then
+    signals it and its loader workers, as a cluster's scheduler does)."""
     command = [sys.executable, "-m", "momentlens", "train"]
     if checkpoint_delay:
         command = [sys.executable, str(HERE / "slow_checkpoint_train.py"), str(checkpoint_delay)]
     return subprocess.Popen([*command, *args], env=cli_env(**env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
 
 def run_train(args: list[str], timeout: float = 120, **env: str) -> subprocess.CompletedProcess:

@@ -39,9 +39,12 @@ def test_pointers_cleanup_and_keep(tmp_path):
     root = tmp_path / "checkpoints"
     assert ckpt.find_checkpoint(tmp_path, "last").name == "e0004-s0000012"
     assert ckpt.find_checkpoint(tmp_path, "best").name == "e0001-s0000003"
-    # e0003 is named by no pointer and not kept: removed.
+    # e0003, the 'last' before, stays as 'previous' (a fallback) until the next save.
+    assert ckpt.find_checkpoint(tmp_path, "previous").name == "e0003-s0000009"
+    ckpt.save_checkpoint(tmp_path, model, META, _state(5, 15))
+    # e0003 is now named by no pointer and not kept: removed.
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
-        "e0001-s0000003", "e0002-s0000006", "e0004-s0000012"]
+        "e0001-s0000003", "e0002-s0000006", "e0004-s0000012", "e0005-s0000015"]
     assert ckpt.find_checkpoint(tmp_path, "nothing") is None
 
 

@@ -42,13 +42,13 @@ def test_killed_and_resumed_run_matches_uninterrupted(synth_dir, tmp_path, eng):
     assert eng.last_step(run_dir) == killed_at, "the pointer moved before the write finished"
     assert find_checkpoint(run_dir, "last") is not None  # names a complete folder
 
-    # 3. SIGTERM: finishes the step, saves, exits 130 with a message.
+    # 3. SIGTERM: finishes the step, saves, exits 143 (128 + 15) with a message.
     proc = eng.start_train(resume)
     eng.wait_for(proc, lambda: eng.last_step(run_dir) > killed_at, "a step after the resume")
     rc, err = eng.kill(proc, signal.SIGTERM)
-    assert rc == 130, err
+    assert rc == 143, err
     assert "stopped by SIGTERM" in err and "--resume" in err
-    assert not _tmp_folders(run_dir), "a finished save removes stale temporary folders"
+    assert not _tmp_folders(run_dir), "the resume removed the dead process's temporaries"
     stopped_at = eng.last_step(run_dir)
     assert stopped_at > killed_at
 

@@ -15,7 +15,8 @@ video per process, and one JSON line ``{"index", "path", "reason", "epoch", "pid
 several worker processes). :meth:`failed_indices` reads that file, so the main
 process sees failures that happened inside workers; without a ``quarantine_path`` a
 private temporary file is used. Videos already listed in an existing quarantine file
-are not retried (they are served as zero clips at once).
+are not retried (they are served as zero clips at once) until
+:meth:`~VideoDataset.recheck_quarantine` finds that they read again (``--resume``).
 """
 
 from __future__ import annotations
@@ -228,6 +229,28 @@ class VideoDataset:
             except json.JSONDecodeError:
                 continue  # a torn last line after a crash
         return entries
+
+    def recheck_quarantine(self, rewrite: bool = True) -> list[str]:
+        """Try each quarantined video of this dataset again; those that read are used
+        from now on and, with ``rewrite``, leave the quarantine file (rewritten
+        atomically; call it while no loader workers run). Returns their paths."""
+        from momentlens.utils import write_text_atomic
+
+        rng = np.random.default_rng((self.seed, self.epoch, 0))
+        recovered = []
+        for rec in self.records:
+            if str(rec.path) in self._known_bad:
+                try:
+                    self._load(rec, rng)
+                except Exception:  # noqa: BLE001 - still unreadable, whatever the reason
+                    continue
+                recovered.append(str(rec.path))
+                log.info("quarantined video reads again and is used: %s", rec.path)
+        self._known_bad -= set(recovered)
+        if recovered and rewrite:
+            keep = [e for e in self._read_quarantine() if e.get("path") not in recovered]
+            write_text_atomic(self.quarantine_path, "".join(json.dumps(e) + "\n" for e in keep))
+        return recovered
 
     def failed_indices(self, epoch: int | None = None) -> set[int]:
         """Indices whose video could not be read (in any worker), optionally only in

@@ -6,11 +6,15 @@ A run folder holds::
     RUN_DIR/checkpoints/e0003-s0000120/state.pt            optimiser, LR scheduler, RNG, counters
     RUN_DIR/checkpoints/last.txt                           name of the newest checkpoint
     RUN_DIR/checkpoints/best.txt                           name of the best one so far
+    RUN_DIR/checkpoints/previous.txt                       the 'last' before (a fallback)
 
 A checkpoint folder is written under a temporary name, every file is fsync'ed, and the
 folder is renamed into place; only then is the pointer file (``last.txt``) replaced,
 atomically. A crash at any moment therefore leaves the previous pointer naming a
-complete checkpoint. Folders no pointer names are removed afterwards.
+complete checkpoint. Folders this process wrote that no pointer names are removed
+afterwards; what a dead process left is removed at the next start (``runlock.remove_orphans``,
+under the run's lock). ``--resume`` falls back to the newest checkpoint that reads when
+``last`` is damaged (:func:`readable_checkpoint`).
 
 ``model.safetensors`` carries in its metadata the model name, its options, the class
 names and the input record, so a single file is enough to rebuild the model for
@@ -26,18 +30,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
+from momentlens.engine.rng import rng_state, set_rng_state
+from momentlens.engine.writes import writing
 from momentlens.utils import MomentlensError, atomic_path, write_text_atomic
 
 CKPT_DIR = "checkpoints"
@@ -93,38 +97,6 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     return tensors, json.loads(meta_text)
 
 
-# ----------------------------------------------------------------------------- RNG
-
-
-def rng_state() -> dict[str, Any]:
-    """The state of every random generator training may touch (weights_only-safe types)."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
-        "python": _python_state_to_lists(random.getstate()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _python_state_to_lists(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -144,43 +116,84 @@ def save_checkpoint(
     """Write a checkpoint folder atomically, then point each tag (``last``, ``best``) at it.
 
     ``state`` must hold ``epoch`` and ``step``. ``keep`` marks the folder to survive clean-up
-    even when no pointer names it (``save_every``).
+    even when no pointer names it (``save_every``). The checkpoint ``last`` named before is
+    kept as ``previous``, a fallback should the new one be damaged. A write that fails
+    (a full disk) removes its temporary folder, leaves every pointer as it was and raises
+    :class:`~momentlens.engine.writes.WriteFailed` naming the folder and the cause.
     """
     root = Path(run_dir) / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
+    with writing(root, "checkpoint folder"):
+        root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(int(state["epoch"]), int(state["step"]))
     final = root / name
     if not final.exists():
         tmp = root / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        save_model_file(tmp / MODEL_FILE, model, meta)
-        torch.save(state, tmp / STATE_FILE)
-        _fsync_file(tmp / STATE_FILE)
-        if keep:
-            (tmp / "keep").touch()
-        _fsync_dir(tmp)
-        os.rename(tmp, final)
-        _fsync_dir(root)
+        try:
+            with writing(final, "checkpoint"):
+                _write_folder(tmp, model, meta, state, keep)
+                os.rename(tmp, final)
+                _fsync_dir(root)
+        except Exception:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _WRITTEN.add(final)
     elif keep:
         (final / "keep").touch()
-    for tag in tags:
-        write_text_atomic(root / f"{tag}.txt", name + "\n")
-    _remove_unreferenced(root)
+    _point(root, name, tags)
+    remove_unreferenced(root, only=_WRITTEN)
     return final
 
 
-def _remove_unreferenced(root: Path) -> None:
+#: Checkpoint folders this process wrote: the only ones its clean-up may remove.
+_WRITTEN: set[Path] = set()
+POINTERS = ("last", "best", "previous")
+
+
+def _write_folder(tmp: Path, model: nn.Module, meta: dict[str, Any], state: dict[str, Any],
+                  keep: bool) -> None:
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model_file(tmp / MODEL_FILE, model, meta)
+    torch.save(state, tmp / STATE_FILE)
+    _fsync_file(tmp / STATE_FILE)
+    if keep:
+        (tmp / "keep").touch()
+    _fsync_dir(tmp)
+
+
+def _point(root: Path, name: str, tags: tuple[str, ...]) -> None:
+    """Point each tag at ``name``; the ``last`` it replaces becomes ``previous``."""
+    last = root / "last.txt"
+    old = last.read_text().strip() if "last" in tags and last.is_file() else ""
+    if old and old != name and (root / old).is_dir():
+        with writing(root / "previous.txt"):
+            write_text_atomic(root / "previous.txt", old + "\n")
+    for tag in tags:
+        with writing(root / f"{tag}.txt"):
+            write_text_atomic(root / f"{tag}.txt", name + "\n")
+
+
+def remove_unreferenced(root: Path, only: set[Path] | None = None) -> list[Path]:
+    """Remove folders no pointer names (nor ``keep``) and this process's temporaries;
+    ``only``: of the folders, just these (``None``: all temporaries too)."""
     referenced = set()
     for pointer in root.glob("*.txt"):
         referenced.add(pointer.read_text().strip())
+    own_tmp = f"-{os.getpid()}"
+    removed = []
     for entry in root.iterdir():
         if not entry.is_dir():
             continue
-        stale_tmp = entry.name.startswith(".tmp-")
-        if stale_tmp or (entry.name not in referenced and not (entry / "keep").exists()):
+        if entry.name.startswith(".tmp-"):
+            stale = entry.name.endswith(own_tmp) or only is None
+        else:
+            stale = (entry.name not in referenced and not (entry / "keep").exists()
+                     and (only is None or entry in only))
+        if stale:
             shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def find_checkpoint(run_dir: str | os.PathLike[str], tag: str = "last") -> Path | None:
@@ -263,6 +276,7 @@ class TrainState:
     best_top1: float = -1.0  # best validation top-1 so far, a fraction; -1 before any
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)  # rows of metrics.jsonl
+    epoch_sums: dict[str, float] = field(default_factory=dict)  # the epoch's meter so far
 
 
 @dataclass
@@ -283,7 +297,8 @@ def save_training(run_dir: str | os.PathLike[str], model: nn.Module, meta: dict[
     payload = {
         "epoch": state.epoch, "step": state.step, "batch_in_epoch": state.batch_in_epoch,
         "best_top1": state.best_top1, "best_epoch": state.best_epoch,
-        "history": json.dumps(state.history), "optimizer": opt.optimizer.state_dict(),
+        "history": json.dumps(state.history), "epoch_sums": json.dumps(state.epoch_sums),
+        "optimizer": opt.optimizer.state_dict(),
         "scheduler": opt.scheduler.state_dict(),
         "plateau": opt.plateau.state_dict() if opt.plateau is not None else None,
         "rng": rng_state(), "config": json.dumps(config),
@@ -301,16 +316,17 @@ def restore_training(run_dir: str | os.PathLike[str], model: nn.Module, opt: Opt
     instead of a scheduler state; for them, and when a setting of
     :data:`SCHEDULE_SETTINGS` changed, the scheduler is replayed to the saved step.
     """
-    folder = find_checkpoint(run_dir, "last")
-    if folder is None:
+    found = readable_checkpoint(run_dir)
+    if found is None:
         return None
-    weights, _, saved = load_checkpoint(folder)
+    weights, saved = found
     model.load_state_dict(weights)
     fresh = [(g["lr"], g.get("initial_lr", g["lr"])) for g in opt.optimizer.param_groups]
     opt.optimizer.load_state_dict(saved["optimizer"])
     state = TrainState(epoch=saved["epoch"], step=saved["step"],
                        batch_in_epoch=saved["batch_in_epoch"], best_top1=saved["best_top1"],
-                       best_epoch=saved["best_epoch"], history=json.loads(saved["history"]))
+                       best_epoch=saved["best_epoch"], history=json.loads(saved["history"]),
+                       epoch_sums=json.loads(saved.get("epoch_sums", "{}")))
     before = json.loads(saved.get("config", "{}"))
     changed = [k for k in SCHEDULE_SETTINGS if k in before and before[k] != config.get(k)]
     if "scheduler" in saved and not changed:
@@ -324,6 +340,33 @@ def restore_training(run_dir: str | os.PathLike[str], model: nn.Module, opt: Opt
         log.info("LR schedule rebuilt at step %d (%s)", state.step, "; ".join(why))
     set_rng_state(saved["rng"])
     return state
+
+
+def readable_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[dict, dict] | None:
+    """``(state_dict, state)`` of the newest checkpoint of ``run_dir`` that reads: ``last``,
+    else (saying why, and which one is used instead) the newest other folder (``previous``,
+    ``best``, kept ones). ``None`` when the run has no checkpoint at all; an error, never
+    a silent fresh start, when it has some but none reads."""
+    root = Path(run_dir) / CKPT_DIR
+    pointer = root / "last.txt"
+    last = pointer.read_text().strip() if pointer.is_file() else ""
+    folders = sorted((p.name for p in root.iterdir() if p.is_dir() and p.name[0] != "."),
+                     reverse=True) if root.is_dir() else []
+    if not last and not folders:
+        return None
+    problems = [] if last else [f"{pointer} is missing"]
+    for name in ([last] if last else []) + [f for f in folders if f != last]:
+        try:
+            tensors, _, state = load_checkpoint(root / name)
+        except MomentlensError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if problems:
+            log.warning("checkpoint 'last' of %s cannot be used (%s); resuming from %s, the "
+                        "newest checkpoint that reads", run_dir, "; ".join(problems), name)
+        return tensors, state
+    raise MomentlensError(f"no checkpoint of {run_dir} can be read ({'; '.join(problems)}); "
+                          "start the run again with --overwrite")
 
 
 def _replay_schedule(opt: Optimisation, fresh: list[tuple[float, float]], steps: int,

@@ -110,12 +110,21 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     def _eval_indices(self) -> list[int]:
         return list(range(self.info.rank, self.length, self.info.world_size))
 
+    def _order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.length, generator=g).tolist()
+
+    def dropped(self) -> list[int]:
+        """Training: the items of this epoch's permutation after its last full global
+        batch (the partial batch no rank trains on)."""
+        per_global = self.batch_size * self.info.world_size
+        return self._order()[self.length // per_global * per_global:] if self.shuffle else []
+
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:
             yield from self._eval_indices()
             return
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.length, generator=g).tolist()
+        order = self._order()
         per_global = self.batch_size * self.info.world_size
         for b in range(self.start_batch, self.batches_per_epoch()):
             start = b * per_global + self.info.rank * self.batch_size

@@ -24,6 +24,7 @@ from momentlens.data.transforms import CropGeometry, resized_crop
 from momentlens.engine.checkpoint import load_model
 from momentlens.engine.inference import Normalizer, Scores, score_dataset
 from momentlens.engine.runtime import amp_dtype, resolve_device
+from momentlens.engine.writes import writing
 from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError
 
@@ -151,18 +152,20 @@ def evaluate(
 
         meta_out["cam"] = cam_scores(model, meta, the_split, records, dev, frames=cam_frames,
                                      per_class=cam_videos_per_class, sliding=cam_sliding)
-    return write_evaluation(
-        out, video_probs=clip_probs.mean(axis=1), labels=labels, paths=paths,
-        class_names=list(meta["classes"]),
-        clip_probs=clip_probs.reshape(-1, clip_probs.shape[-1]),
-        clip_labels=np.repeat(labels, views), meta=meta_out, unreadable=unreadable,
-        listed=len(the_split.records),
-    )
+    with writing(out, "evaluation folder"):  # a full disk: one line, not a traceback
+        return write_evaluation(
+            out, video_probs=clip_probs.mean(axis=1), labels=labels, paths=paths,
+            class_names=list(meta["classes"]),
+            clip_probs=clip_probs.reshape(-1, clip_probs.shape[-1]),
+            clip_labels=np.repeat(labels, views), meta=meta_out, unreadable=unreadable,
+            listed=len(the_split.records),
+        )
 
 
 def _fresh_quarantine(out: Path) -> Path:
     """``out/quarantine.jsonl``, emptied: each evaluation retries every video."""
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out, "evaluation folder"):
+        out.mkdir(parents=True, exist_ok=True)
     quarantine = out / "quarantine.jsonl"
     quarantine.unlink(missing_ok=True)
     return quarantine

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects
 from momentlens.engine.runtime import autocast
+from momentlens.engine.signals import ignore_stop_signals
 from momentlens.models.spec import InputSpec
 from momentlens.utils import progress
 
@@ -48,21 +49,17 @@ class Normalizer:
 
 def make_loader(dataset: Any, batch_size: int, workers: int, sampler: torch.utils.data.Sampler,
                 device: torch.device, persistent: bool = False) -> torch.utils.data.DataLoader:
+    """A loader of ``dataset`` in ``sampler`` order. Its workers ignore SIGINT and SIGTERM
+    (a signal to the process group is the main process's to handle: see
+    :mod:`momentlens.engine.signals`); item randomness comes from the dataset's own
+    ``(seed, epoch, index)`` generators, never from which worker loads an item."""
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs.update(persistent_workers=persistent, prefetch_factor=4,
-                      worker_init_fn=_ignore_sigint)
+                      worker_init_fn=ignore_stop_signals)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=device.type == "cuda", drop_last=False, **kwargs)
-
-
-def _ignore_sigint(_: int) -> None:
-    # Ctrl-C reaches the whole process group; the main process decides what to do
-    # (save a checkpoint and stop), so workers must not die on it first.
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @torch.no_grad()

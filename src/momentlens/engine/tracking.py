@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from momentlens.engine.config import TrainConfig
+from momentlens.engine.writes import writing
 from momentlens.utils import write_text_atomic
 
 if TYPE_CHECKING:
@@ -35,7 +36,9 @@ def open_tensorboard(log_dir: Path, purge_step: int | None = None) -> SummaryWri
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """``RUN_DIR/metrics.jsonl``, one row per epoch. Rewritten whole from the checkpointed
     history, so a resumed run never repeats or loses a row."""
-    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    with writing(run_dir / "metrics.jsonl"):
+        write_text_atomic(run_dir / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in history))
 
 
 def log_epoch(row: dict[str, Any], cfg: TrainConfig, run_dir: Path, writer: SummaryWriter | None,

@@ -48,8 +48,17 @@ from momentlens.engine.factory import (
 )
 from momentlens.engine.feature_cache import train_head_on_cache
 from momentlens.engine.inference import Normalizer, make_loader, score_dataset
+from momentlens.engine.preflight import (
+    probe_dropped,
+    recheck_quarantine,
+    save_or_explain,
+    warn_empty_classes,
+)
+from momentlens.engine.runlock import Ownership
 from momentlens.engine.runtime import autocast, environment, resolve_device, seed_everything
+from momentlens.engine.signals import StopRequest
 from momentlens.engine.tracking import log_epoch, open_tensorboard
+from momentlens.engine.writes import writing
 from momentlens.utils import MomentlensError, progress, write_json_atomic
 
 if TYPE_CHECKING:
@@ -62,38 +71,21 @@ class TrainingDiverged(MomentlensError):
     """The loss became NaN or infinite."""
 
 
-class StopRequest:
-    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and stops at a step end."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint at the end of this step "
-              "(again to abort)", file=sys.stderr)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 class _Meter:
     """Loss, accuracy and time of an epoch so far: seconds waiting for data vs computing."""
 
-    def __init__(self, world_size: int) -> None:
+    SUMS = ("seen", "correct", "loss_sum", "wait", "busy")
+
+    def __init__(self, world_size: int, sums: dict[str, float] | None = None) -> None:
         self.world_size = world_size
         self.seen = self.correct = 0
         self.loss_sum = self.wait = self.busy = 0.0
+        for key, value in (sums or {}).items():  # an epoch resumed part-way
+            setattr(self, key, type(getattr(self, key))(value))
         self._mark = time.perf_counter()
+
+    def sums(self) -> dict[str, float]:
+        return {key: getattr(self, key) for key in self.SUMS}
 
     def data_ready(self) -> None:
         now = time.perf_counter()
@@ -135,12 +127,13 @@ def train_one_epoch(
 
     Batches are ``(clips uint8 (B, C, T, H, W), labels (B,), indices)``. One optimiser
     step, then one ``scheduler`` step, every ``cfg.accum_steps`` batches; ``on_step``
-    after each. Returns the epoch's mean loss and top-1 (over all processes),
-    clips/s, the share of time spent waiting for data, and the last step's lr.
+    after each. Returns the epoch's mean loss and top-1 (over all processes; a resumed
+    epoch's include the batches before the resume: ``state.epoch_sums``), clips/s, the
+    share of time spent waiting for data, and the last step's lr.
     """
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    meter = _Meter(info.world_size)
+    meter = _Meter(info.world_size, state.epoch_sums)
     lr = optimizer.param_groups[0]["lr"]
     bar = progress(loader, total=len(loader), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
                    unit="batch", initial=0, disable=None if info.is_main else True)
@@ -158,13 +151,14 @@ def train_one_epoch(
             lr = _optimizer_step(optimizer, scheduler, trainable, cfg.clip_grad)
             state.step += 1
         meter.batch_done(loss, logits, y)
+        state.epoch_sums = meter.sums()
         if info.is_main and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{meter.loss_sum / meter.seen:.3f}",
                             clips_s=f"{meter.clips_per_s():.1f}",
                             wait=f"{meter.wait_share():.0%}", refresh=False)
         if last_micro:
             on_step()
-            if stop.signal is not None:
+            if stop.agreed(info):
                 break
     return {
         "train_loss": all_reduce_mean(meter.loss_sum / max(meter.seen, 1), info),
@@ -230,11 +224,13 @@ def validate(
 # ----------------------------------------------------------------------------- run
 
 
-def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train as ``cfg`` says; with ``resume``, continue ``cfg.out`` from its last checkpoint.
 
-    Returns the last epoch's row of ``metrics.jsonl`` with ``best_top1``, ``best_epoch``
-    and ``run_dir``, or ``{"stopped": True, ...}`` after SIGINT/SIGTERM.
+    ``cfg.out`` must not hold a run already unless ``resume`` or ``overwrite`` (see
+    :mod:`momentlens.engine.runlock`); it is locked while the run lasts. Returns the last
+    epoch's row of ``metrics.jsonl`` with ``best_top1``, ``best_epoch`` and ``run_dir``,
+    or ``{"stopped": True, "signal": N, ...}`` after SIGINT/SIGTERM.
     """
     if not cfg.out:
         raise MomentlensError("--out RUN_DIR is required")
@@ -242,34 +238,49 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     info = dist_setup(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
+    owner = Ownership(Path(cfg.out), info)
     try:
+        owner.take(resume, overwrite)
         seed_everything(cfg.seed, cfg.deterministic)
         setup = setup_run(cfg, Path(cfg.out), device, info)
         if info.is_main:
             _write_run_files(setup)
+            warn_empty_classes(setup.train_split, setup.val_split)
         if cfg.cache_features:
-            return train_head_on_cache(setup)
-        return _fit(setup, resume)
+            result = train_head_on_cache(setup)
+            owner.first_checkpoint()
+            return result
+        return _fit(setup, resume, owner)
     except torch.OutOfMemoryError:
         raise MomentlensError(
             f"out of memory on {device} with --batch-size {cfg.batch_size}; try "
             f"--batch-size {max(cfg.batch_size // 2, 1)} (with --set accum_steps="
             f"{cfg.accum_steps * 2} to keep the effective batch)") from None
+    except BaseException:
+        owner.abandon()
+        raise
     finally:
+        owner.release()
         dist_cleanup()
 
 
 def _write_run_files(setup: RunSetup) -> None:
-    setup.run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(setup.cfg, setup.run_dir / "config.yaml")
-    write_json_atomic(setup.run_dir / "input.json", setup.spec.to_dict())
-    write_json_atomic(setup.run_dir / "env.json", environment(setup.device))
+    with writing(setup.run_dir, "run folder"):
+        setup.run_dir.mkdir(parents=True, exist_ok=True)
+    with writing(setup.run_dir / "config.yaml"):
+        save_config(setup.cfg, setup.run_dir / "config.yaml")
+    with writing(setup.run_dir / "input.json"):
+        write_json_atomic(setup.run_dir / "input.json", setup.spec.to_dict())
+    with writing(setup.run_dir / "env.json"):
+        write_json_atomic(setup.run_dir / "env.json", environment(setup.device))
 
 
-def _fit(setup: RunSetup, resume: bool) -> dict[str, Any]:
+def _fit(setup: RunSetup, resume: bool, owner: Ownership) -> dict[str, Any]:
     """The epoch loop: train, validate, checkpoint, log; stops cleanly on SIGINT/SIGTERM."""
     cfg, info, run_dir = setup.cfg, setup.info, setup.run_dir
     train_ds, val_ds, sampler, steps_per_epoch = _training_data(setup)
+    if resume:
+        recheck_quarantine((train_ds, val_ds), info)
     optimizer = make_optimizer(cfg, [p for p in setup.model.parameters() if p.requires_grad])
     opt = Optimisation(optimizer, make_scheduler(cfg, optimizer, steps_per_epoch),
                        make_plateau(cfg, optimizer))
@@ -282,8 +293,9 @@ def _fit(setup: RunSetup, resume: bool) -> dict[str, Any]:
 
     def save(tags: tuple[str, ...] = ("last",), keep: bool = False) -> None:
         if info.is_main:
-            ckpt.save_training(run_dir, setup.model, setup.meta, state, opt, cfg.to_dict(),
-                               tags=tags, keep=keep)
+            save_or_explain(run_dir, lambda: ckpt.save_training(
+                run_dir, setup.model, setup.meta, state, opt, cfg.to_dict(), tags=tags,
+                keep=keep))
 
     def on_step() -> None:
         if cfg.checkpoint_steps and state.step % cfg.checkpoint_steps == 0:
@@ -294,6 +306,7 @@ def _fit(setup: RunSetup, resume: bool) -> dict[str, Any]:
     if state is None:
         state = TrainState()
         save()  # step 0: a resume before the first step starts from these weights
+        owner.first_checkpoint()
     model = _wrap(setup)
     writer = open_tensorboard(run_dir / "tensorboard", purge) if info.is_main else None
     row: dict[str, Any] = {}
@@ -308,6 +321,8 @@ def _fit(setup: RunSetup, resume: bool) -> dict[str, Any]:
             if stop.signal is not None:
                 save()
                 return _stopped(stop.signal, state, setup)
+            if info.is_main:
+                probe_dropped(train_ds, sampler)
             stats["epoch_seconds"] = round(time.perf_counter() - t0, 2)
             row = _end_epoch(setup, state, opt, stats, val_ds, train_ds, writer, save)
     if writer is not None:
@@ -356,6 +371,7 @@ def _end_epoch(setup: RunSetup, state: TrainState, opt: Optimisation, stats: dic
     cfg = setup.cfg
     state.epoch += 1
     state.batch_in_epoch = 0
+    state.epoch_sums = {}
     row: dict[str, Any] = {"epoch": state.epoch, "step": state.step, **stats}
     if (cfg.val_every and state.epoch % cfg.val_every == 0) or state.epoch == cfg.epochs:
         row.update(validate(setup.model, val_ds, cfg, setup.device, setup.normalizer,
@@ -379,4 +395,5 @@ def _stopped(signum: int, state: TrainState, setup: RunSetup) -> dict[str, Any]:
     if setup.info.is_main:
         print(f"stopped by {signal.Signals(signum).name} at step {state.step}; "
               f"continue with: momentlens train --resume {setup.run_dir}", file=sys.stderr)
-    return {"stopped": True, "step": state.step, "run_dir": str(setup.run_dir)}
+    return {"stopped": True, "signal": int(signum), "step": state.step,
+            "run_dir": str(setup.run_dir)}

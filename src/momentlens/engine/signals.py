@@ -1,0 +1,78 @@
+"""Stopping a training run on SIGINT / SIGTERM: finish the step, save, exit cleanly.
+
+A cluster (SLURM, ``scancel``, Kubernetes, ``docker stop``) and a terminal's Ctrl-C send
+the signal to every process of the job, DataLoader workers included. Workers ignore both
+(:func:`ignore_stop_signals`, their ``worker_init_fn``), so the loader never dies under
+the main process; the main process (:class:`StopRequest`) sets a flag, the loop saves a
+checkpoint at the end of the current optimiser step, shuts its loader down and the
+command exits with :func:`exit_status` (128 + the signal: 143 for SIGTERM, 130 for
+SIGINT). Under ``torchrun`` the ranks agree on stopping after the same step
+(:meth:`StopRequest.agreed`), so rank 0's checkpoint is one every rank reached.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+from momentlens.engine.distributed import DistInfo
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def exit_status(signum: int) -> int:
+    """The exit status of a run stopped by ``signum``: 128 + its number (shell convention)."""
+    return 128 + int(signum)
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """``worker_init_fn`` of every loader: SIGINT and SIGTERM are the main process's to
+    handle (save and stop); a worker killed by them would take the run down with it."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+class StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and stops at a step end."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    def __enter__(self) -> StopRequest:
+        self._pid = os.getpid()
+        for sig in STOP_SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked worker before its worker_init_fn ran
+            return
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint at the end of this step "
+              "(again to abort)", file=sys.stderr)
+
+    def agreed(self, info: DistInfo) -> bool:
+        """Whether to stop now: this process's flag, or under several processes any
+        rank's (a signal can reach the ranks a step apart; the first one received wins)."""
+        if not info.enabled:
+            return self.signal is not None
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([self.signal or 0], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if self.signal is None and int(flag.item()):
+            self.signal = int(flag.item())
+        return self.signal is not None
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
