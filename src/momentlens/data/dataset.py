@@ -40,7 +40,7 @@ from momentlens.data.sampling import (
     multi_segment_indices,
     segment_indices,
 )
-from momentlens.data.transforms import ClipTransform, colour_augment
+from momentlens.data.transforms import ClipTransform, colour_augment, short_side_hw
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +62,10 @@ class VideoDataset:
     ``colour_jitter`` / ``grayscale_p`` (training only): colour jitter strength and
     grey-scale probability of :func:`momentlens.data.transforms.colour_augment`, one
     draw per clip from the item's ``(seed, epoch, index)`` generator.
+    ``decoder_resize``: resize the short side inside FFmpeg's RGB conversion (swscale
+    bilinear) and cut the crop from that, instead of PIL resampling from the source;
+    faster on large sources, pixels differ slightly (docs/benchmarks.md, "Data
+    pipeline"); not for the ``multiscale`` crop.
 
     ``__getitem__(i)`` returns ``(clip, label, i)``: ``clip`` is a torch ``uint8``
     tensor ``(C, T, H, W)`` = ``(3, frames, size, size)`` with RGB pixels in
@@ -88,6 +92,7 @@ class VideoDataset:
         decode_threads: int = 1,
         colour_jitter: float = 0.0,
         grayscale_p: float = 0.0,
+        decoder_resize: bool = False,
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}; choose from {SAMPLERS}")
@@ -101,7 +106,7 @@ class VideoDataset:
         self.sampler, self.frames, self.stride = sampler, frames, stride
         self.train, self.num_clips = train, num_clips
         self.backend, self.seed, self.epoch = backend, seed, 0
-        self.decode_threads = decode_threads
+        self.decode_threads, self.decoder_resize = decode_threads, bool(decoder_resize)
         self.transform = ClipTransform(size=size, resize=resize, train=train, crop=crop,
                                        flip_p=flip_p)
         self.size = size
@@ -136,16 +141,27 @@ class VideoDataset:
         """uint8 ``(N, T, size, size, 3)`` for the ``N`` views of one video."""
         with open_video(rec.path, self.backend, threads=self.decode_threads) as reader:
             views = self._indices(reader.num_frames, rng)
-            frames = reader.get_frames(np.concatenate(views))
+            src_hw, size = self._decode_size(tuple(reader.size))
+            frames = reader.get_frames(np.concatenate(views), size=size)
         n = len(views[0])
         out = []
         for v in range(len(views)):
             # Views share the item's rng: training crops differ per view, eval is fixed.
-            view = self.transform(frames[v * n:(v + 1) * n], rng)
+            view = self.transform(frames[v * n:(v + 1) * n], rng, src_hw=src_hw)
             if self.train:  # colour augmentation, training only (no draws when off)
                 view = colour_augment(view, rng, self.colour_jitter, self.grayscale_p)
             out.append(view)
         return np.stack(out)
+
+    def _decode_size(self, src_hw: tuple[int, int]
+                     ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        """``(src_hw, size)`` for a decoder that resizes to ``size``; ``(None, None)``
+        to decode at the source size (the transform then resamples, or only crops)."""
+        tf = self.transform
+        if not self.decoder_resize or (tf.train and tf.crop == "multiscale"):
+            return None, None
+        size = short_side_hw(src_hw, int(tf.resize))
+        return (None, None) if size == src_hw else (src_hw, size)
 
     def eval_views(self, index: int, centres: Sequence[float] = ()
                    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, float]:

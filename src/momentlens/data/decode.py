@@ -1,19 +1,25 @@
 """Video readers behind one small protocol; backends are imported lazily.
 
 ``open_video(path)`` returns a :class:`VideoReader`: ``num_frames``, ``fps``,
-``size`` = ``(H, W)`` and ``get_frames(indices) -> uint8 (T, H, W, 3)`` RGB in
-``[0, 255]``. Frame indices are 0-based decode-order positions in the video.
+``size`` = ``(H, W)`` and ``get_frames(indices, size=None) -> uint8 (T, H, W, 3)`` RGB
+in ``[0, 255]``. Frame indices are 0-based positions in the order frames are shown
+(the order a decoder outputs them). ``size=(h, w)`` asks for frames resized (bilinear)
+to that size: PyAV does it inside FFmpeg's RGB conversion (swscale), the other
+backends with PIL after decoding.
 
 Backends:
 
 ``pyav`` (default)
     Multi-threaded decode (``thread_type="AUTO"``; ``threads=1`` for one core per
-    DataLoader worker); decoding stops at the last needed frame; over every gap of at
-    least ``SEEK_MIN_SKIP`` frames between needed frames it seeks to the keyframe
-    before the next one (cheap for ``prepare``d copies, which have a short keyframe
-    interval; after a seek the frame index comes from the timestamp, assuming a
-    constant frame rate, with a fall-back to plain decoding from the start if the
-    timestamps disagree). Only the needed frames are converted to RGB.
+    DataLoader worker); decoding stops at the last needed frame. Seeking follows the
+    stream's actual keyframes (:mod:`momentlens.data.seek`): for each needed frame, if
+    the last keyframe at or before it lies ahead of the decoder, the reader seeks to
+    that keyframe, otherwise it decodes forward. Keyframe positions and the frame
+    index of every timestamp come from one demux pass per open (no decoding; skipped
+    when the container's index shows no keyframe that could help), so the frames
+    returned are exactly those of decoding from the start; streams whose timestamps
+    cannot index frames are decoded from the start. Only the needed frames are
+    converted to RGB, optionally resized in the same FFmpeg (swscale) call.
 ``torchcodec``
     Optional (``pip install torchcodec==0.13.0``, the build that works with torch 2.13
     CPU and Debian's FFmpeg libraries). Exact seeking.
@@ -40,11 +46,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from momentlens.data.formats import DEFAULT_FPS, FPS_FILE, FRAME_PATTERN
+from momentlens.data.seek import FrameMap, keyframe_possible, plan_runs, scan_stream
 from momentlens.utils import MomentlensError
-
-# Seek only when at least this many frames before the first needed one can be skipped:
-# below that, decoding through them is cheaper than flushing the decoder.
-SEEK_MIN_SKIP = 24
 
 
 class VideoDecodeError(MomentlensError):
@@ -57,7 +60,8 @@ class VideoReader(Protocol):
     fps: float
     size: tuple[int, int]
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray: ...
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None
+                   ) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
@@ -95,6 +99,16 @@ class _Base:
 def _fail(path: Path, reason: str, exc: BaseException | None = None) -> VideoDecodeError:
     detail = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
     return VideoDecodeError(f"{path}: {reason}{detail}")
+
+
+def _resized(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``frames`` resized (PIL bilinear) to ``size=(h, w)``; unchanged when ``None``."""
+    if size is None or tuple(size) == frames.shape[1:3]:
+        return frames
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.BILINEAR))
+                     for f in frames])
 
 
 def _check_file(path: Path) -> None:
@@ -135,7 +149,9 @@ class PyAVReader(_Base):
         if self.num_frames <= 0 or self.size[0] <= 0 or self.size[1] <= 0:
             self.close()
             raise _fail(self.path, "video stream has no frames")
-        self._start = stream.start_time if stream.start_time is not None else 0
+        self._fmap: FrameMap | None | bool = False  # not scanned yet
+        self._sws = {"threads": threads} if threads > 0 else {}  # RGB conversion threads
+        self._size: tuple[int, int] | None = None
 
     def _count_packets(self) -> int:
         try:
@@ -152,19 +168,17 @@ class PyAVReader(_Base):
             container.close()
             self._container = None
 
-    def _frame_index(self, frame: object) -> int:
-        # Only used after a seek: frame index from its timestamp (constant frame rate).
-        t = (frame.pts - self._start) * self._stream.time_base  # type: ignore[attr-defined]
-        return int(round(float(t) * self.fps))
-
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """RGB frames ``uint8 (T, H, W, 3)`` for ``indices`` (any order, repeats allowed)."""
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None
+                   ) -> np.ndarray:
+        """RGB frames ``uint8 (T, H, W, 3)`` for ``indices`` (any order, repeats allowed);
+        ``size=(h, w)``: resized to that size inside FFmpeg's RGB conversion."""
         idx = self._check(indices)
         wanted = np.unique(idx)
         if self._container is None:
             raise _fail(self.path, "reader is closed")
+        self._size = size
         try:
-            got = self._decode(wanted)
+            got = self._decode([int(i) for i in wanted])
         except VideoDecodeError:
             raise
         except Exception as exc:
@@ -175,45 +189,61 @@ class PyAVReader(_Base):
         if last < wanted[-1]:
             # Header promised more frames than the stream holds: trust the decoder.
             self.num_frames = last + 1
-        return np.stack([got[min(int(i), last)] if int(i) in got else got[last] for i in idx])
+        return np.stack([got[int(i)] if int(i) in got else got[last] for i in idx])
 
-    def _decode(self, wanted: np.ndarray) -> dict[int, np.ndarray]:
-        """Decode frames in order, seeking ahead over any gap of at least
-        ``SEEK_MIN_SKIP`` frames (timestamps give the index after a seek)."""
-        want = [int(i) for i in wanted]
-        if want[0] < SEEK_MIN_SKIP and (len(want) < 2 or np.diff(wanted).max() < SEEK_MIN_SKIP):
-            return self._decode_sequential(set(want), want[-1])
-        if self.fps <= 0:
+    def _rgb(self, frame: object) -> np.ndarray:
+        if self._size is None:
+            return frame.to_ndarray(format="rgb24", **self._sws)  # type: ignore[attr-defined]
+        h, w = self._size
+        return frame.to_ndarray(  # type: ignore[attr-defined]
+            width=w, height=h, format="rgb24", interpolation="BILINEAR", **self._sws)
+
+    def _frame_map(self) -> FrameMap | None:
+        if self._fmap is False:
+            self._fmap = scan_stream(self._container, self._stream)
+        return self._fmap  # type: ignore[return-value]
+
+    def _decode(self, want: list[int]) -> dict[int, np.ndarray]:
+        """Decode the sorted ``want`` frames, seeking to the last keyframe at or before
+        a wanted frame whenever that keyframe lies ahead of the decoder
+        (:func:`momentlens.data.seek.plan_runs`)."""
+        fmap = self._frame_map() if keyframe_possible(self._stream, want[-1]) else None
+        if fmap is None:
             return self._decode_sequential(set(want), want[-1])
         got: dict[int, np.ndarray] = {}
-        stream, k = self._stream, 0
-        while k < len(want):
-            target = self._start + int(want[k] / self.fps / stream.time_base)
-            self._container.seek(target, stream=stream, backward=True, any_frame=False)
-            pos = -1
-            for frame in self._container.decode(stream):
-                if frame.pts is None:
-                    return self._decode_sequential(set(want), want[-1])
-                pos = self._frame_index(frame)
-                if pos > want[k]:  # timestamps unusable (seek overshot)
-                    return self._decode_sequential(set(want), want[-1])
-                if pos == want[k]:
-                    got[pos] = frame.to_ndarray(format="rgb24")
-                    while k < len(want) and want[k] == pos:
-                        k += 1
-                    if k == len(want) or want[k] - pos >= SEEK_MIN_SKIP:
-                        break
-            else:  # stream ended before want[k]
-                break
-        self._container.seek(0)
+        for start, frames in plan_runs(want, fmap):
+            if not self._decode_run(fmap, start, frames, got):
+                return self._decode_sequential(set(want), want[-1])
         return got
+
+    def _decode_run(self, fmap: FrameMap, start: int, frames: list[int],
+                    got: dict[int, np.ndarray]) -> bool:
+        """Seek to keyframe ``start`` and decode forward through ``frames`` into ``got``.
+        False when the decoded timestamps contradict the frame map (the caller then
+        decodes from the start); True otherwise, also when the stream ends early."""
+        if start > 0:
+            self._container.seek(fmap.seek_ts[start], stream=self._stream, backward=True,
+                                 any_frame=False)
+        else:
+            self._container.seek(0)
+        j = 0
+        for frame in self._container.decode(self._stream):
+            i = fmap.index.get(frame.pts) if frame.pts is not None else None
+            if i is None or i > frames[j]:
+                return False  # unknown timestamp, or the seek went past a wanted frame
+            if i == frames[j]:
+                got[i] = self._rgb(frame)
+                j += 1
+                if j == len(frames):
+                    return True
+        return True
 
     def _decode_sequential(self, want: set[int], last: int) -> dict[int, np.ndarray]:
         got: dict[int, np.ndarray] = {}
         self._container.seek(0)
         for i, frame in enumerate(self._container.decode(self._stream)):
             if i in want:
-                got[i] = frame.to_ndarray(format="rgb24")
+                got[i] = self._rgb(frame)
             if i >= last:
                 break
         return got
@@ -247,14 +277,15 @@ class TorchCodecReader(_Base):
         if self.num_frames <= 0:
             raise _fail(self.path, "video stream has no frames")
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None
+                   ) -> np.ndarray:
         """RGB frames ``uint8 (T, H, W, 3)`` for ``indices`` (any order, repeats allowed)."""
         idx = self._check(indices)
         try:
             batch = self._dec.get_frames_at(idx.tolist())
         except Exception as exc:
             raise _fail(self.path, "decoding failed", exc) from exc
-        return batch.data.permute(0, 2, 3, 1).contiguous().numpy()
+        return _resized(batch.data.permute(0, 2, 3, 1).contiguous().numpy(), size)
 
 
 # ----------------------------------------------------------------------------- JPEG frames
@@ -283,7 +314,8 @@ class FrameFolderReader(_Base):
         except Exception as exc:
             raise _fail(self.path / FRAME_PATTERN.format(1), "unreadable JPEG frame", exc) from exc
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None
+                   ) -> np.ndarray:
         """RGB frames ``uint8 (T, H, W, 3)`` for ``indices`` (any order, repeats allowed)."""
         from PIL import Image
 
@@ -296,7 +328,7 @@ class FrameFolderReader(_Base):
                     cache[i] = np.asarray(img.convert("RGB"))
             except Exception as exc:
                 raise _fail(file, "unreadable JPEG frame", exc) from exc
-        return np.stack([cache[i] for i in idx.tolist()])
+        return _resized(np.stack([cache[i] for i in idx.tolist()]), size)
 
 
 # ----------------------------------------------------------------------------- entry point

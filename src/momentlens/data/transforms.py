@@ -44,8 +44,12 @@ def _pil_resize(frame: np.ndarray, out_hw: tuple[int, int],
 
 def resized_crop(clip: np.ndarray, box: tuple[float, float, float, float],
                  out_hw: tuple[int, int]) -> np.ndarray:
-    """Resample the source region ``box = (y0, x0, y1, x1)`` (pixel edges, floats) of
-    every frame to ``out_hw``: ``(T, H, W, 3) -> (T, out_h, out_w, 3)``."""
+    """Resample the source region ``box = (y0, x0, y1, x1)`` (pixel edges, floats) of every
+    frame to ``out_hw`` (``(T, H, W, 3) -> (T, h, w, 3)``; a whole-pixel box of that size: copied)."""
+    y0, x0, y1, x1 = (float(v) for v in box)
+    if (all(v.is_integer() for v in (y0, x0, y1, x1)) and (y1 - y0, x1 - x0) == tuple(out_hw)
+            and min(y0, x0) >= 0 and y1 <= clip.shape[1] and x1 <= clip.shape[2]):
+        return clip[:, int(y0):int(y1), int(x0):int(x1)].copy()
     return np.stack([_pil_resize(f, out_hw, box) for f in clip])
 
 
@@ -112,6 +116,8 @@ def multiscale_corner_crop(clip: np.ndarray, size: int, rng: np.random.Generator
 
 def hflip(clip: np.ndarray) -> np.ndarray:
     """Mirror every frame left-right (the whole clip, so motion stays consistent)."""
+    if clip.ndim == 4 and clip.shape[3] == 3 and clip.dtype == np.uint8 and clip.flags.c_contiguous:
+        return clip.view("V3")[:, :, ::-1].copy().view(np.uint8).reshape(clip.shape)  # 2x faster
     return clip[:, :, ::-1].copy()
 
 
@@ -305,11 +311,13 @@ class ClipTransform:
         """Crop geometry of the evaluation transform for a source of size ``src_hw``."""
         return eval_geometry(src_hw, int(self.resize), self.size)
 
-    def __call__(self, clip: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        src_hw = clip.shape[1:3]
-        out_hw = (self.size, self.size)
+    def __call__(self, clip: np.ndarray, rng: np.random.Generator | None = None,
+                 src_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """``src_hw``: source size when the decoder resized the short side (not multiscale)."""
+        src_hw = tuple(clip.shape[1:3]) if src_hw is None else tuple(src_hw)
+        out_hw, pre = (self.size, self.size), src_hw != tuple(clip.shape[1:3])
         if not self.train:
-            return resized_crop(clip, self.geometry(src_hw).source_box(), out_hw)
+            return resized_crop(clip, _box(self.geometry(src_hw), pre), out_hw)
         rng = rng if rng is not None else np.random.default_rng()
         if self.crop == "multiscale":
             out = multiscale_corner_crop(clip, self.size, rng)
@@ -320,10 +328,16 @@ class ClipTransform:
                 y0 = int(rng.integers(0, rh - self.size + 1))
                 x0 = int(rng.integers(0, rw - self.size + 1))
                 geo = CropGeometry(geo.src_hw, geo.scale, (y0, x0, self.size, self.size))
-            out = resized_crop(clip, geo.source_box(), out_hw)
+            out = resized_crop(clip, _box(geo, pre), out_hw)
         if self.flip_p > 0 and rng.random() < self.flip_p:
             out = hflip(out)
         return out
+
+
+def _box(geo: CropGeometry, resized: bool) -> tuple[float, float, float, float]:
+    """The crop's box in source pixels, or in resized pixels when ``resized``."""
+    y0, x0, h, w = geo.crop_box
+    return (y0, x0, y0 + h, x0 + w) if resized else geo.source_box()
 
 
 # ----------------------------------------------------------------------------- normalisation

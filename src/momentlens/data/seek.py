@@ -1,0 +1,110 @@
+"""Where a stream's keyframes are, and which of them to seek to (PyAV reader).
+
+Frame ``i`` of a video is the ``i``-th frame the decoder outputs when it decodes from
+the start, i.e. the frame with the ``i``-th smallest presentation timestamp (pts).
+:func:`scan_stream` demuxes the stream once (no decoding) and returns a
+:class:`FrameMap`: the pts of every frame and which frames are keyframes, so a
+decoded frame's index comes from its pts exactly, whatever the frame rate, B-frame
+reordering or edit list. :func:`plan_runs` then decides, for sorted wanted frames, where
+to seek:
+
+    for each wanted frame ``w``, let ``k`` be the last keyframe at or before ``w``;
+    if ``k`` lies after the current decode position (the next frame the decoder
+    would give), seek to ``k``; otherwise decode forward.
+
+A seek lands on a keyframe, and decoding from a keyframe gives the same frames as
+decoding from the start (closed GOPs; frames of an open GOP that precede their
+keyframe in display order are never wanted after such a seek and are skipped).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FrameMap:
+    """``index``: pts -> frame index; ``keyframes``: sorted frame indices of keyframes;
+    ``seek_ts``: frame index of each keyframe -> the timestamp to seek to (its pts:
+    FFmpeg's demuxers, mp4 included, seek by presentation time; seeking by an mp4
+    keyframe's dts, which is smaller with B-frames, lands one keyframe early)."""
+
+    index: dict[int, int]
+    keyframes: list[int]
+    seek_ts: dict[int, int]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.index)
+
+    def keyframe_at_or_before(self, frame: int) -> int:
+        """The last keyframe index ``<= frame`` (0 when none: decode from the start)."""
+        k = bisect_right(self.keyframes, frame) - 1
+        return self.keyframes[k] if k >= 0 else 0
+
+
+def keyframe_possible(stream: object, last: int) -> bool:
+    """False when the container's own index (free: read at open) shows no keyframe
+    other than the first one among the first ``last + 1`` packets in decode order, so
+    that no seek can help for frames ``0..last``; True when it may (or when the index
+    is missing or has discarded entries, and only a scan can tell).
+
+    A keyframe's display position is never before its decode position, so a keyframe
+    shown at or before frame ``last`` is among the first ``last + 1`` packets."""
+    try:
+        entries = stream.index_entries  # type: ignore[attr-defined]
+        n = len(entries)
+    except (AttributeError, TypeError):
+        return True
+    if n == 0:
+        return True
+    for i in range(min(n, last + 1)):
+        entry = entries[i]
+        if entry.is_discard:
+            return True
+        if i > 0 and entry.is_keyframe:
+            return True
+    return False
+
+
+def scan_stream(container: object, stream: object) -> FrameMap | None:
+    """Demux ``stream`` once and map its frames; ``None`` when timestamps cannot index
+    frames (a packet without pts, repeated pts) or the demuxer fails part-way: the
+    caller then decodes from the start without seeking. Leaves the container at its
+    end: seek before decoding."""
+    pts: list[int] = []
+    keys: list[int] = []  # pts of keyframe packets
+    try:
+        for packet in container.demux(stream):  # type: ignore[attr-defined]
+            if packet.size <= 0:
+                continue  # the demuxer's end-of-stream flush packet
+            if packet.pts is None:
+                return None
+            pts.append(int(packet.pts))
+            if packet.is_keyframe:
+                keys.append(int(packet.pts))
+    except Exception:  # noqa: BLE001 - damaged files: fall back to plain decoding
+        return None
+    if not pts or len(set(pts)) != len(pts):
+        return None
+    index = {p: i for i, p in enumerate(sorted(pts))}
+    seek_ts = {index[p]: p for p in keys}
+    return FrameMap(index, sorted(seek_ts), seek_ts)
+
+
+def plan_runs(want: Sequence[int], fmap: FrameMap) -> list[tuple[int, list[int]]]:
+    """Split sorted, unique wanted frames into decode runs ``(start, frames)``: each
+    run starts at keyframe ``start`` (a seek, except a run that starts at 0 from a fresh
+    decoder) and decodes forward through its wanted ``frames``."""
+    runs: list[tuple[int, list[int]]] = []
+    nxt = 0  # the next frame the decoder would output without a seek
+    for w in want:
+        k = fmap.keyframe_at_or_before(w)
+        if not runs or k > nxt:
+            runs.append((k, [w]))
+        else:
+            runs[-1][1].append(w)
+        nxt = w + 1
+    return runs

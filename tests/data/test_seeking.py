@@ -1,0 +1,175 @@
+"""Seeking from the stream's real keyframes returns exactly the frames of sequential
+decoding: real H.264 mp4s (B-frames, several keyframe intervals, open GOPs, variable
+frame rate), random index sets with repeats, unsorted."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from momentlens.data import seek
+from momentlens.data.decode import open_video
+
+
+def _write(path, n, gop, open_gop=False, vfr=False, h=64, w=96):
+    """Textured moving frames (every frame distinct) encoded with B-frames."""
+    import av
+
+    rng = np.random.default_rng(n + gop)
+    base = np.kron(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8),
+                   np.ones((8, 8, 1), np.uint8))[:h, :w]
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        params = "bframes=3:b-adapt=0" + (":open-gop=1" if open_gop else "")
+        s.options = {"crf": "20", "preset": "veryfast", "g": str(gop), "keyint_min": str(gop),
+                     "sc_threshold": "0", "x264-params": params}
+        s.thread_count = 1
+        tb = Fraction(1, 90) if vfr else Fraction(1, 30)
+        s.time_base = tb
+        pts = 0
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, (i, 2 * i), (0, 1)), format="rgb24")
+            frame.pts, frame.time_base = pts, tb
+            pts += (2 + i % 3) if vfr else 1
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _sequential(path):
+    """Every frame, decoded from the start with plain PyAV (the reference)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def _keyframes(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return sum(p.is_keyframe for p in c.demux(video=0) if p.size)
+
+
+CASES = [(8, 90, False, False), (30, 120, False, False), (250, 300, False, False),
+         (8, 90, True, False), (30, 95, True, False), (12, 90, False, True)]
+
+
+@pytest.mark.parametrize("gop,n,open_gop,vfr", CASES)
+def test_random_indices_equal_sequential_decoding(tmp_path, gop, n, open_gop, vfr):
+    path = _write(tmp_path / "v.mp4", n, gop, open_gop, vfr)
+    ref = _sequential(path)
+    assert len(ref) == n and _keyframes(path) == -(-n // gop)
+    rng = np.random.default_rng(gop)
+    index_sets = [[n - 1], [0, n - 1], [gop, gop - 1, gop + 1], list(range(n - 5, n)),
+                  np.linspace(0, n - 1, 4).round().astype(int).tolist()]
+    index_sets += [rng.integers(0, n, rng.integers(1, 20)).tolist() for _ in range(12)]
+    with open_video(path, threads=1) as r:
+        assert r.num_frames == n
+        for idx in index_sets:  # one reader, many calls: decoder state must not leak
+            out = r.get_frames(idx)
+            np.testing.assert_array_equal(out, ref[idx], err_msg=f"indices {idx}")
+
+
+class _CountingContainer:
+    """Forwards to a PyAV container, counting seeks and decoded frames."""
+
+    def __init__(self, container):
+        self._c, self.seeks, self.decoded = container, [], 0
+
+    def seek(self, *args, **kwargs):
+        self.seeks.append(args[0])
+        return self._c.seek(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        for frame in self._c.decode(*args, **kwargs):
+            self.decoded += 1
+            yield frame
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+
+def test_reader_seeks_only_where_a_keyframe_helps(tmp_path):
+    path = _write(tmp_path / "v.mp4", 90, 8)
+    with open_video(path, threads=1) as r:
+        spy = r._container = _CountingContainer(r._container)
+        r.get_frames([78, 11, 56, 33])
+        # keyframes 8, 32, 56, 72: one seek per segment frame; 4 + 2 + 1 + 7 frames
+        assert len(spy.seeks) == 4 and spy.decoded == 14
+        spy.seeks.clear()
+        spy.decoded = 0
+        r.get_frames([3, 5, 6])  # all before the first keyframe after 0: no seek needed
+        assert spy.seeks == [0] and spy.decoded == 7
+        r._container = spy._c
+
+
+def test_plan_runs_follow_keyframes():
+    fmap = seek.FrameMap({i: i for i in range(90)}, list(range(0, 90, 8)),
+                         {k: k for k in range(0, 90, 8)})
+    assert seek.plan_runs([11, 33, 56, 78], fmap) == [(8, [11]), (32, [33]), (56, [56]),
+                                                      (72, [78])]
+    assert seek.plan_runs([3, 9, 10, 12], fmap) == [(0, [3]), (8, [9, 10, 12])]
+    # the keyframe before 17 (16) is the next frame the decoder gives: decode forward
+    assert seek.plan_runs([15, 17], fmap) == [(8, [15, 17])]
+    assert seek.plan_runs([15, 30], fmap) == [(8, [15]), (24, [30])]
+    one_gop = seek.FrameMap({i: i for i in range(90)}, [0], {0: 0})
+    assert seek.plan_runs([11, 33, 56, 78], one_gop) == [(0, [11, 33, 56, 78])]
+
+
+def test_container_index_skips_the_scan_without_keyframes(tmp_path):
+    import av
+
+    path = _write(tmp_path / "v.mp4", 60, 250)
+    with av.open(str(path)) as c:
+        assert not seek.keyframe_possible(c.streams.video[0], 59)
+    path = _write(tmp_path / "w.mp4", 60, 8)
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert not seek.keyframe_possible(s, 7) and seek.keyframe_possible(s, 8)
+        fmap = seek.scan_stream(c, s)
+    assert fmap is not None and fmap.num_frames == 60
+    assert fmap.keyframes == list(range(0, 60, 8))
+
+
+def test_resize_in_rgb_conversion(tmp_path):
+    from PIL import Image
+
+    from momentlens.data.encode import write_video
+
+    yy, xx = np.mgrid[0:128, 0:176]
+    frames = np.stack([np.stack([128 + 100 * np.sin((xx + 3 * t) / 9.0),
+                                 128 + 90 * np.cos(yy / 7.0 + t / 5.0),
+                                 (xx + yy + t) % 256], -1).astype(np.uint8) for t in range(30)])
+    path = tmp_path / "v.mp4"
+    write_video(path, frames, gop=8, preset="veryfast")
+    ref = _sequential(path)
+    with open_video(path, threads=1) as r:
+        out = r.get_frames([20, 3], size=(64, 88))
+    assert out.shape == (2, 64, 88, 3) and out.dtype == np.uint8
+    pil = np.stack([np.asarray(Image.fromarray(ref[i]).resize((88, 64), Image.BILINEAR))
+                    for i in (20, 3)])
+    # swscale's bilinear filter vs PIL's: close, not identical (see docs/benchmarks.md)
+    assert np.abs(out.astype(int) - pil).mean() < 4
+
+
+@pytest.mark.parametrize("train,crop", [(False, "random"), (True, "random"), (True, "center"),
+                                        (True, "multiscale")])
+def test_dataset_decoder_resize_matches_pil_path(tmp_path, train, crop):
+    from momentlens.data.dataset import VideoDataset
+    from momentlens.data.layout import VideoRecord
+
+    path = _write(tmp_path / "v.mp4", 40, 8, h=96, w=144)
+    recs = [VideoRecord(path=path, label=0)]
+    kw = dict(sampler="clip", frames=8, train=train, size=56, crop=crop, seed=3)
+    a, _, _ = VideoDataset(recs, **kw)[0]
+    b, _, _ = VideoDataset(recs, decoder_resize=True, **kw)[0]
+    assert a.shape == b.shape == (3, 8, 56, 56)
+    # same crop position and flip (same random draws), bilinear filters that differ a little
+    diff = (a.int() - b.int()).abs().float().mean().item()
+    assert diff == 0 if crop == "multiscale" else diff < 12
