@@ -44,6 +44,14 @@ def test_demo_quick_writes_every_artefact_and_report_renders(tmp_path, capsys,
     assert page.body["data-broken-images"] == "0"
     assert any(t["id"] == "headline" for t in page.tables)
     assert "What this run shows" in dom and "Class activation maps" in dom
+    # CAM animations beside the report and inside it; the data's look is stated.
+    for key in ("2d", "3d"):
+        gifs = list((out / "cam" / key).glob("*.gif"))
+        assert len(gifs) == len(demo.CAM_MEDIA_CLASSES)
+        assert all(g.read_bytes()[:6] == b"GIF89a" for g in gifs)
+    assert "CAM over time" in dom and "easy look" in dom
+    assert json.loads((out / "data" / "synth_info.json").read_text())["preset"] == "easy"
+    assert f"momentlens serve {out / 'runs' / '2d'} {out / 'runs' / '3d'}" in printed
     assert dom.index("What this run shows") < dom.index("Most confused")  # the finding leads
 
 

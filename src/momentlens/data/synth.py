@@ -16,10 +16,16 @@ Two kinds of class:
   that averages frame scores is at chance inside a pair. All motions are vertical or
   radial, so a horizontal flip (a training augmentation) never changes the class.
 
-Every video has a textured background drawn independently of its class and a small
-camera jitter (a random walk applied to the whole picture), so that the object, not the
-background, carries the class. ``boxes.json`` holds the object's box in every frame,
-for scoring class activation maps.
+**Only shape and motion carry the class.** Every class draws its object's base size,
+position, drift and (by default) colour from the same distributions; the background,
+distractor shapes (discs, ellipses, lines and blobs, which are no class's shape, half of
+them moving), pixel noise and a small camera jitter are drawn independently of the
+class. The look is a :class:`Look` (presets in :data:`PRESETS`): ``hard`` (the default)
+draws object colours at random per video on busy coloured backgrounds with distractors
+and noise; ``easy`` is the old look, one hue per class on a grey texture, for a first
+look only: a colour histogram names its appearance classes.
+
+``boxes.json`` holds the object's box in every frame, for scoring class activation maps.
 
 Layout written (matching the release)::
 
@@ -29,12 +35,12 @@ Layout written (matching the release)::
     OUT/training/<class>/<file>.mp4   H.264, yuv420p, 30 fps, 90 frames
     OUT/validation/<class>/<file>.mp4
     OUT/boxes.json                    per-frame boxes (x0, y0, x1, y1), pixels, end-exclusive
-    OUT/synth_info.json               class groups and generation settings (written last)
+    OUT/synth_info.json               class groups and all generator settings (written last)
 """
 
 from __future__ import annotations
 
-import colorsys
+import dataclasses
 import json
 import os
 import shutil
@@ -46,11 +52,13 @@ from pathlib import Path
 
 import numpy as np
 
+from momentlens.data import synth_draw as D
 from momentlens.data.encode import write_video
+from momentlens.data.synth_motion import BASE_RADIUS, camera_path, jitter_px, object_track
 from momentlens.utils import MomentlensError, progress, write_json_atomic, write_text_atomic
 
-# Class -> (shape, hue). The hue is jittered per video; backgrounds are desaturated so the
-# object stands out. Both classes of a time-reversed pair share shape and hue.
+# Class -> (shape, hue). The hue is used only by the ``colour="fixed"`` look (the easy
+# preset); by default colours are drawn per video, whatever the class.
 APPEARANCE_CLASSES: dict[str, tuple[str, float]] = {
     "ring": ("ring", 0.00),
     "square": ("square", 0.14),
@@ -67,6 +75,53 @@ SPLITS = {"training": "trainingSet.csv", "validation": "validationSet.csv"}
 CATEGORIES_FILE = "moments_categories.txt"
 INFO_FILE = "synth_info.json"
 BOXES_FILE = "boxes.json"
+COLOURS = ("random", "fixed")
+BACKGROUND_CHOICES = ("mixed", *D.BACKGROUNDS)
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a video looks, independently of its class.
+
+    ``colour``: ``random`` (object colour drawn per video) or ``fixed`` (each class its
+    own hue, +-0.03: a colour shortcut, kept for the easy preset). ``background``: one of
+    :data:`BACKGROUND_CHOICES` (``mixed`` draws texture, blocks or noise per video).
+    ``distractors``: at most this many shapes of no class per video (0..N, uniform).
+    ``noise``: largest standard deviation of per-pixel Gaussian noise, on [0, 1] pixels
+    (each video draws its own in ``[0.25, 1] * noise``).
+    """
+
+    colour: str = "random"
+    background: str = "mixed"
+    distractors: int = 4
+    noise: float = 0.04
+
+    def validate(self) -> Look:
+        if self.colour not in COLOURS:
+            raise MomentlensError(f"colour={self.colour!r}; choose from {', '.join(COLOURS)}")
+        if self.background not in BACKGROUND_CHOICES:
+            raise MomentlensError(f"background={self.background!r}; choose from "
+                                  f"{', '.join(BACKGROUND_CHOICES)}")
+        if not 0 <= self.distractors <= 32 or not 0 <= self.noise <= 0.5:
+            raise MomentlensError("distractors must be in 0..32 and noise in [0, 0.5]")
+        return self
+
+
+PRESETS: dict[str, Look] = {
+    "hard": Look(),
+    "medium": Look(colour="random", background="mixed", distractors=1, noise=0.02),
+    "easy": Look(colour="fixed", background="grey", distractors=0, noise=0.0),
+}
+DEFAULT_PRESET = "hard"
+
+
+def make_look(preset: str = DEFAULT_PRESET, **overrides: object) -> Look:
+    """The :class:`Look` of ``preset`` with any non-``None`` ``overrides`` applied
+    (``colour``, ``background``, ``distractors``, ``noise``)."""
+    if preset not in PRESETS:
+        raise MomentlensError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(PRESETS[preset], **changes).validate()
 
 
 def all_classes() -> list[str]:
@@ -96,135 +151,23 @@ def class_spec(name: str) -> ClassSpec:
     raise MomentlensError(f"unknown synthetic class {name!r}; choose from {', '.join(all_classes())}")
 
 
-# ----------------------------------------------------------------------------- shapes
-# Signed distance functions on pixel offsets (dx, dy) from the object's centre, for an
-# object of radius r; negative inside. Every shape is symmetric about the vertical axis,
-# so a horizontal flip leaves its look unchanged.
-
-
-def _sdf(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    ax, ay = np.abs(dx), np.abs(dy)
-    if shape == "ring":
-        return np.abs(np.hypot(dx, dy) - 0.72 * r) - 0.28 * r
-    if shape == "square":
-        return np.maximum(ax, ay) - 0.82 * r
-    if shape == "triangle":  # apex down (image y grows downwards)
-        edge = np.maximum(0.866 * ax + 0.5 * dy, -dy) - 0.5 * r
-        return np.maximum(edge, dy - 0.75 * r)
-    if shape == "plus":
-        arm = 0.32 * r
-        return np.minimum(np.maximum(ax - arm, ay - r), np.maximum(ax - r, ay - arm))
-    if shape == "diamond":
-        return (ax + ay) / 1.2 - 0.85 * r
-    if shape == "hexagon":  # flat top and bottom
-        return np.maximum(0.866 * ax + 0.5 * ay, ay) - 0.85 * r
-    raise ValueError(shape)
-
-
-def _box_extent(shape: str, r: float) -> tuple[float, float]:
-    """Half width and half height of the shape's box, for radius r."""
-    if shape == "container":
-        return 0.6 * r, r
-    if shape == "diamond":
-        return 1.02 * r, 1.02 * r
-    if shape == "hexagon":
-        return 0.98 * r, 0.85 * r
-    if shape == "triangle":
-        return 0.87 * r, 0.75 * r
-    return r, r
-
-
 # ----------------------------------------------------------------------------- rendering
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A textured, desaturated background (float RGB in [0, 1]), larger than the frame."""
-    big = size + 2 * _jitter_px(size) + 2
-    # Low-frequency blobs: bilinear upsampling of a coarse random grid.
-    coarse = rng.random((6, 6, 3))
-    yy = np.linspace(0, 5, big)
-    y0 = np.floor(yy).astype(int).clip(0, 4)
-    fy = (yy - y0)[:, None, None]
-    rows = coarse[y0] * (1 - fy) + coarse[y0 + 1] * fy  # (big, 6, 3)
-    fx = (yy - y0)[None, :, None]
-    low = rows[:, y0] * (1 - fx) + rows[:, y0 + 1] * fx
-    # Stripes at a random angle and fine noise give texture that moves with the camera.
-    angle = rng.uniform(0, np.pi)
-    freq = rng.uniform(0.15, 0.5)
-    gy, gx = np.mgrid[0:big, 0:big]
-    stripes = 0.5 + 0.5 * np.sin(freq * (gx * np.cos(angle) + gy * np.sin(angle)))
-    tex = 0.55 * low + 0.25 * stripes[..., None] + 0.2 * rng.random((big, big, 1))
-    grey = tex.mean(axis=2, keepdims=True)
-    bg = 0.25 * tex + 0.75 * grey  # mostly grey: colour belongs to the object
-    lo, hi = sorted(rng.uniform(0.15, 0.85, size=2))
-    hi = max(hi, lo + 0.25)
-    return lo + (hi - lo) * (bg - bg.min()) / max(float(np.ptp(bg)), 1e-6)
+def _colours(spec: ClassSpec, look: Look, rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Fill and outline colours ``(3,)`` of the object."""
+    if look.colour == "fixed":
+        hue = spec.hue + rng.uniform(-0.03, 0.03)
+        fill = D.hsv(hue, rng.uniform(0.75, 1.0), rng.uniform(0.8, 1.0))
+        return fill, fill * 0.25
+    fill = D.random_colour(rng)
+    return fill, D.contrast_outline(fill)
 
 
-def _jitter_px(size: int) -> int:
-    return max(1, round(3 * size / 128))
-
-
-def _camera_path(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
-    """(n, 2) integer offsets (dx, dy): a clipped random walk (hand-held camera)."""
-    j = _jitter_px(size)
-    steps = rng.integers(-1, 2, size=(n, 2))
-    return np.clip(np.cumsum(steps, axis=0), -j, j)
-
-
-def _action_progress(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n,) progress in [0, 1]: still, then the action with easing, then still.
-
-    The start and end margins are drawn from the same range, so the time-reversed
-    sequence has the same distribution: that keeps pairs indistinguishable frame by frame.
-    """
-    margin = max(1, n // 4)
-    start = int(rng.integers(0, margin))
-    end = n - 1 - int(rng.integers(0, margin))
-    t = np.clip((np.arange(n) - start) / max(end - start, 1), 0.0, 1.0)
-    return 0.5 - 0.5 * np.cos(np.pi * t)  # smooth in and out
-
-
-def _object_track(
-    spec: ClassSpec, rng: np.random.Generator, n: int, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-frame centre x, y, radius and (for containers) fill level, in pixels."""
-    s = float(size)
-    p = _action_progress(rng, n)
-    if spec.motion == "drift":
-        r = np.full(n, rng.uniform(0.12, 0.16) * s)
-        angle = rng.uniform(0, 2 * np.pi)
-        dist = rng.uniform(0.0, 0.3) * s
-        x0, y0 = rng.uniform(0.35, 0.65, size=2) * s
-        x = x0 + (p - 0.5) * dist * np.cos(angle)
-        y = y0 + (p - 0.5) * dist * np.sin(angle)
-        level = np.zeros(n)
-    elif spec.motion == "descend":
-        r = np.full(n, rng.uniform(0.10, 0.13) * s)
-        x = np.full(n, rng.uniform(0.3, 0.7) * s) + rng.uniform(-0.05, 0.05) * s * p
-        top, bottom = rng.uniform(0.17, 0.27) * s, rng.uniform(0.73, 0.83) * s
-        y = top + (bottom - top) * p
-        level = np.zeros(n)
-    elif spec.motion == "grow":
-        small, big = rng.uniform(0.07, 0.09) * s, rng.uniform(0.19, 0.23) * s
-        r = small + (big - small) * p
-        x = np.full(n, rng.uniform(0.35, 0.65) * s)
-        y = np.full(n, rng.uniform(0.35, 0.65) * s)
-        level = np.zeros(n)
-    elif spec.motion == "fill":
-        r = np.full(n, rng.uniform(0.22, 0.27) * s)
-        x = np.full(n, rng.uniform(0.3, 0.7) * s)
-        y = np.full(n, rng.uniform(0.35, 0.65) * s)
-        lo, hi = rng.uniform(0.02, 0.12), rng.uniform(0.88, 0.98)
-        level = lo + (hi - lo) * p
-    else:
-        raise ValueError(spec.motion)
-    return x, y, r, level
-
-
-def render_video(name: str, seed: Sequence[int] | int, size: int = 128, num_frames: int = 90
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render one video of class ``name``.
+def render_video(name: str, seed: Sequence[int] | int, size: int = 128, num_frames: int = 90,
+                 look: Look | str = DEFAULT_PRESET) -> tuple[np.ndarray, np.ndarray]:
+    """Render one video of class ``name`` with ``look`` (a :class:`Look` or preset name).
 
     Returns ``frames`` uint8 ``(T, H, W, 3)`` and ``boxes`` int32 ``(T, 4)`` as
     ``(x0, y0, x1, y1)`` pixels, end-exclusive and clipped to the frame. The reversed
@@ -232,33 +175,35 @@ def render_video(name: str, seed: Sequence[int] | int, size: int = 128, num_fram
     time, so ``render_video(rev, s)`` is ``render_video(fwd, s)`` played backwards.
     """
     spec = class_spec(name)
+    look = make_look(look) if isinstance(look, str) else look.validate()
     rng = np.random.default_rng(seed)
-    n = num_frames
-    bg = _background(rng, size)
-    cam = _camera_path(rng, n, size)
-    x, y, r, level = _object_track(spec, rng, n, size)
-    hue = (spec.hue + rng.uniform(-0.03, 0.03)) % 1.0
-    colour = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.8, 1.0)))
-    outline = colour * 0.25
-    j = _jitter_px(size)
-    gy, gx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    n, j = num_frames, jitter_px(size)
+    kind = look.background
+    if kind == "mixed":
+        kind = ("texture", "blocks", "noise")[int(rng.integers(3))]
+    bg = D.background(kind, rng, size + 2 * j + 2)
+    cam = camera_path(rng, n, size)
+    x, y, r, level = object_track(spec.shape, spec.motion, rng, n, size)
+    fill, outline = _colours(spec, look, rng)
+    plan = D.distractor_plan(rng, int(rng.integers(0, look.distractors + 1)), size, n)
+    for d in plan:
+        if d["vx"] == 0 and d["vy"] == 0:  # still ones belong to the scene: draw once
+            D.draw_distractor(bg, d, 0, j + 1, j + 1)
+    moving = [d for d in plan if d["vx"] or d["vy"]]
+    sd = look.noise * rng.uniform(0.25, 1.0)
     frames = np.empty((n, size, size, 3), dtype=np.uint8)
     boxes = np.empty((n, 4), dtype=np.int32)
     for t in range(n):
         ox, oy = int(cam[t, 0]), int(cam[t, 1])
         img = bg[j + 1 + oy: j + 1 + oy + size, j + 1 + ox: j + 1 + ox + size].copy()
+        for d in moving:
+            D.draw_distractor(img, d, t, ox, oy)
         cx, cy = x[t] + ox, y[t] + oy
-        dx, dy = gx - cx, gy - cy
-        if spec.shape == "container":
-            _draw_container(img, dx, dy, r[t], level[t], colour, outline)
-        else:
-            d = _sdf(spec.shape, dx, dy, r[t])
-            edge = np.clip(0.5 - d, 0, 1)[..., None]  # one-pixel anti-aliased edge
-            ring = np.clip(1.5 - np.abs(d + 1.0), 0, 1)[..., None]
-            img = img * (1 - edge) + colour * edge
-            img = img * (1 - ring * 0.8) + outline * ring * 0.8
+        D.draw_shape(img, spec.shape, cx, cy, r[t], fill, outline, level[t])
+        if sd > 0:
+            img += rng.normal(0.0, sd, size=(size, size, 1)).astype(np.float32)
         frames[t] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-        hw, hh = _box_extent(spec.shape, r[t])
+        hw, hh = D.box_extent(spec.shape, r[t])
         boxes[t] = [
             max(0, int(np.floor(cx - hw))), max(0, int(np.floor(cy - hh))),
             min(size, int(np.ceil(cx + hw))), min(size, int(np.ceil(cy + hh))),
@@ -266,22 +211,6 @@ def render_video(name: str, seed: Sequence[int] | int, size: int = 128, num_fram
     if spec.reversed:
         frames, boxes = frames[::-1].copy(), boxes[::-1].copy()
     return frames, boxes
-
-
-def _draw_container(img: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: float, level: float,
-                    colour: np.ndarray, outline: np.ndarray) -> None:
-    """A glass of half size (0.6 r, r) whose liquid reaches ``level`` (0..1) of its height."""
-    hw, hh = 0.6 * r, r
-    outer = np.maximum(np.abs(dx) - hw, np.abs(dy) - hh)
-    wall = np.clip(1.0 - np.abs(outer + 1.0), 0, 1)[..., None]  # ~2 px wall
-    surface = hh - 2.0 - level * (2 * hh - 4.0)  # liquid top, measured as dy
-    liquid = np.clip(np.minimum(dy - surface + 0.5, 0.5 - (outer + 2.0)), 0, 1)[..., None]
-    inside = np.clip(0.5 - outer, 0, 1)[..., None]
-    glass = np.full(3, 0.92)
-    img *= 1 - inside * 0.6
-    img += glass * inside * 0.6
-    img[:] = img * (1 - liquid) + colour * liquid
-    img[:] = img * (1 - wall) + outline * wall
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -298,6 +227,7 @@ class _Job:
     num_frames: int
     fps: int
     out: str
+    look: Look
 
 
 def _video_name(cls: str, split: str, index: int) -> str:
@@ -306,8 +236,9 @@ def _video_name(cls: str, split: str, index: int) -> str:
 
 
 def _run_job(job: _Job) -> tuple[str, str, list[list[int]]]:
-    frames, boxes = render_video(job.cls, job.seed, job.size, job.num_frames)
-    write_video(Path(job.out) / job.split / job.rel, frames, fps=job.fps, crf=20, threads=1)
+    frames, boxes = render_video(job.cls, job.seed, job.size, job.num_frames, job.look)
+    write_video(Path(job.out) / job.split / job.rel, frames, fps=job.fps, crf=20, threads=1,
+                preset="veryfast")
     return job.split, job.rel, boxes.tolist()
 
 
@@ -344,12 +275,22 @@ def generate(
     classes: Sequence[str] | None = None,
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    preset: str = DEFAULT_PRESET,
+    colour: str | None = None,
+    background: str | None = None,
+    distractors: int | None = None,
+    noise: float | None = None,
 ) -> dict:
     """Write the synthetic dataset to ``out_dir`` and return a summary dict.
 
+    ``preset`` (``hard``, ``medium``, ``easy``; see :data:`PRESETS`) sets the look;
+    ``colour`` (``random``/``fixed``), ``background`` (:data:`BACKGROUND_CHOICES`),
+    ``distractors`` (max per video) and ``noise`` (max pixel sd on [0, 1]) override it.
     Deterministic for a given ``seed`` and settings, whatever the number of workers:
     each video draws from its own seed ``(seed, split, class, index)``.
     """
+    look = make_look(preset, colour=colour, background=background, distractors=distractors,
+                     noise=noise)
     if size < 16 or size % 2:
         raise MomentlensError(f"--size must be an even number of at least 16, got {size}")
     if num_frames < 1 or train_per_class < 1 or val_per_class < 1:
@@ -362,7 +303,8 @@ def generate(
     counts = {"training": train_per_class, "validation": val_per_class}
     jobs = [
         _Job(split, cls, i, _video_name(cls, split, i),
-             (seed, split_id, all_classes().index(cls), i), size, num_frames, fps, str(out))
+             (seed, split_id, all_classes().index(cls), i), size, num_frames, fps, str(out),
+             look)
         for split_id, split in enumerate(SPLITS)
         for cls in names
         for i in range(counts[split])
@@ -376,6 +318,34 @@ def generate(
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             _collect(pool.map(_run_job, jobs, chunksize=4), jobs, boxes, on_progress)
+    _write_lists(out, jobs, names, seed, size, boxes)
+    summary = {**_settings(names, counts, jobs[0], seed, preset),
+               "seconds": round(time.perf_counter() - t0, 1), "out_dir": str(out)}
+    write_json_atomic(out / INFO_FILE, {k: v for k, v in summary.items() if k != "out_dir"})
+    return summary
+
+
+def _settings(names: list[str], counts: dict[str, int], job: _Job, seed: int, preset: str
+              ) -> dict:
+    """Class groups and every generator setting, for ``synth_info.json``."""
+    pairs = [[f, r] for f, r in TIME_REVERSED_PAIRS if f in names and r in names]
+    return {
+        "classes": names,
+        "appearance_classes": [c for c in names if c in APPEARANCE_CLASSES],
+        "time_reversed_pairs": pairs,
+        "videos": {s: counts[s] * len(names) for s in SPLITS},
+        "size": job.size, "num_frames": job.num_frames, "fps": job.fps, "seed": seed,
+        "preset": preset, "look": dataclasses.asdict(job.look),
+        "geometry": {"base_radius": list(BASE_RADIUS), "camera_jitter_px": jitter_px(job.size),
+                     "shared": "size, position, drift and colour draws do not depend "
+                               "on the class"},
+    }
+
+
+def _write_lists(out: Path, jobs: list[_Job], names: list[str], seed: int, size: int,
+                 boxes: dict[str, list[list[int]]]) -> None:
+    """The release's split CSVs (with made-up agree/disagree votes), category list and
+    ``boxes.json``."""
     rng = np.random.default_rng([seed, 99])
     for split, csv_name in SPLITS.items():
         rows = []
@@ -390,18 +360,6 @@ def generate(
         "width": size, "height": size,
         "videos": {k: boxes[k] for k in sorted(boxes)},
     }, indent=None)
-    pairs = [[f, r] for f, r in TIME_REVERSED_PAIRS if f in names and r in names]
-    summary = {
-        "classes": names,
-        "appearance_classes": [c for c in names if c in APPEARANCE_CLASSES],
-        "time_reversed_pairs": pairs,
-        "videos": {s: counts[s] * len(names) for s in SPLITS},
-        "size": size, "num_frames": num_frames, "fps": fps, "seed": seed,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "out_dir": str(out),
-    }
-    write_json_atomic(out / INFO_FILE, {k: v for k, v in summary.items() if k != "out_dir"})
-    return summary
 
 
 def _collect(results, jobs: list[_Job], boxes: dict, on_progress) -> None:  # noqa: ANN001
@@ -422,6 +380,8 @@ def describe(summary: dict) -> str:
         f"({len(summary['classes'])} classes, {summary['size']}x{summary['size']}, "
         f"{summary['num_frames']} frames at {summary['fps']} fps) to {summary['out_dir']} "
         f"in {summary['seconds']:.1f} s\n"
+        f"  look: {summary.get('preset', '?')} ("
+        + ", ".join(f"{k}={v}" for k, v in summary.get("look", {}).items()) + ")\n"
         f"  appearance classes:  {', '.join(summary['appearance_classes'])}\n"
         f"  time-reversed pairs: {pairs}\n"
         f"  files: {CATEGORIES_FILE}, trainingSet.csv, validationSet.csv, {BOXES_FILE}, "

@@ -1,0 +1,195 @@
+"""Does the paper's finding hold on synthetic data the recipes were not tuned on?
+
+For every generator setting (``--presets``, e.g. hard and medium) and seed (``--seeds``)
+this generates a synthetic dataset, trains the demo's two CPU recipes on it
+(``configs/synth/r2d_tiny.yaml`` after its shape-image pretraining step, and
+``configs/synth/r3d_tiny.yaml``), evaluates both with CAM scoring, and reports mean +-
+sd over seeds of: top-1 on the appearance classes and on the time-reversed pairs,
+within-pair accuracy, and the 3D and 2D CAM pointing games. Training runs are
+independent processes, ``--parallel`` at a time with ``--threads`` torch threads each
+(2 threads per run mimics the demo's 2-core machine).
+
+    python benchmarks/bench_finding.py --out /tmp/finding --seeds 101 102 103 \\
+        --presets hard medium --parallel 6 --threads 2
+
+Extra variants (for tuning sweeps) are ``--variant NAME=KIND:key=value,key=value`` with
+KIND ``2d`` or ``3d`` (settings on top of that recipe; ``pretrain=0`` skips the 2D
+pretraining step). Writes ``OUT/finding.json`` (every run's figures) and
+``OUT/finding.md`` (the table). It takes about an hour on 2 cores; it is a benchmark,
+not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+RECIPES = {"2d": "synth/r2d_tiny.yaml", "3d": "synth/r3d_tiny.yaml"}
+METRICS = [("appearance top-1", ("appearance", "top1")), ("pairs top-1", ("pairs", "top1")),
+           ("within-pair", ("within_pair",)), ("CAM pointing", ("cam_pointing",)),
+           ("overall top-1", ("overall", "top1"))]
+
+
+def _run(cmd: list[str], log: Path, threads: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "MOMENTLENS_QUIET": "1", "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+    if rc:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed (rc {rc}); see {log}")
+    return time.perf_counter() - t0
+
+
+def _pretrain(out: Path, threads: int, overrides: str) -> dict:
+    """The 2D recipe's pretraining step (once: it does not depend on the dataset)."""
+    path = out / "pretrain2d.safetensors"
+    if not Path(str(path) + ".json").is_file():
+        _run([sys.executable, "-m", "momentlens.engine.pretrain2d", str(path), overrides],
+             out / "pretrain2d.log", threads)
+    return json.loads(Path(str(path) + ".json").read_text())
+
+
+def _job(data: Path, run: Path, kind: str, sets: dict[str, str], args: argparse.Namespace,
+         pretrained: Path | None) -> dict:
+    from momentlens.data import synth
+    from momentlens.demo import group_metrics
+
+    run.mkdir(parents=True, exist_ok=True)
+    log = run / "log.txt"
+    sets = dict(sets)
+    use_pretrain = kind == "2d" and sets.pop("pretrain", "1") != "0" and pretrained
+    if use_pretrain:
+        sets.setdefault("pretrained", str(pretrained))
+    flags = [f"--set={k}={v}" for k, v in {"device": args.device, "seed": args.train_seed,
+                                            **sets}.items()]
+    m = sys.executable, "-m", "momentlens"
+    t_train = _run([*m, "train", "--config", RECIPES[kind], "--data", str(data),
+                    "--out", str(run / "run"), *flags], log, args.threads)
+    t_eval = _run([*m, "evaluate", str(run / "run"), "--data", str(data), "--out",
+                   str(run / "eval"), "--cam", "--cam-videos", str(args.cam_videos),
+                   "--device", args.device], log, args.threads)
+    info = synth.load_info(data)
+    groups = group_metrics(run / "eval", info["appearance_classes"], info["time_reversed_pairs"])
+    return {"groups": groups, "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
+            "sets": sets, "pretrained": bool(use_pretrain)}
+
+
+def _variants(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, str]]]:
+    out = {} if args.only_variants else {"2D": ("2d", {}), "3D": ("3d", {})}
+    for spec in args.variant:
+        name, rest = spec.split("=", 1)
+        kind, _, sets = rest.partition(":")
+        out[name] = (kind, dict(kv.split("=", 1) for kv in sets.split(",") if kv))
+    return out
+
+
+def _get(groups: dict, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        groups = groups.get(key) if isinstance(groups, dict) else None
+    return groups
+
+
+def _table(results: list[dict], variants: list[str]) -> str:
+    lines = ["| setting | model | seeds | " + " | ".join(m for m, _ in METRICS) + " | train s |",
+             "|---|---|---|" + "---|" * (len(METRICS) + 1)]
+    settings = sorted({r["preset"] for r in results})
+    for preset in settings:
+        for name in variants:
+            rows = [r for r in results if r["preset"] == preset and r["variant"] == name
+                    and "groups" in r]
+            if not rows:
+                continue
+            cells = []
+            for _, path in METRICS:
+                vals = np.array([v for r in rows if (v := _get(r["groups"], path)) is not None])
+                cells.append(f"{vals.mean():.3f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.3f}"
+                             f" (min {vals.min():.2f})" if len(vals) else "–")
+            secs = np.mean([r["train_s"] for r in rows])
+            seeds = ", ".join(str(r["seed"]) for r in rows)
+            lines.append(f"| {preset} | {name} | {seeds} | " + " | ".join(cells)
+                         + f" | {secs:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103])
+    p.add_argument("--presets", nargs="+", default=["hard", "medium"])
+    p.add_argument("--variant", action="append", default=[])
+    p.add_argument("--only-variants", action="store_true", help="skip the two plain recipes")
+    p.add_argument("--parallel", type=int, default=1, help="training runs at a time")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--train-seed", default="0")
+    p.add_argument("--cam-videos", type=int, default=10)
+    p.add_argument("--pretrained", type=Path, help="reuse this pretrain2d file")
+    p.add_argument("--pretrain-args", default="{}",
+                   help="JSON overrides of pretrain_2d's settings (sweeps only)")
+    p.add_argument("--set-all", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every run (smoke tests, device)")
+    p.add_argument("--per-class", type=int, nargs=2, default=[60, 20], metavar=("TRAIN", "VAL"))
+    args = p.parse_args()
+    from momentlens.data import synth
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    datasets = {}
+    for preset in args.presets:
+        for seed in args.seeds:
+            d = out / "data" / f"{preset}-{seed}"
+            if not synth.is_complete(d):
+                synth.generate(d, seed=seed, preset=preset, overwrite=True,
+                               train_per_class=args.per_class[0],
+                               val_per_class=args.per_class[1])
+            datasets[preset, seed] = d
+    variants = _variants(args)
+    pretrained, record = args.pretrained, None
+    if pretrained is None and any(k == "2d" for k, _ in variants.values()):
+        record = _pretrain(out, args.threads, args.pretrain_args)
+        pretrained = out / "pretrain2d.safetensors"
+    jobs = [(preset, seed, name) for (preset, seed) in datasets for name in variants]
+
+    def one(job: tuple[str, int, str]) -> dict:
+        preset, seed, name = job
+        kind, sets = variants[name]
+        sets = {**dict(kv.split("=", 1) for kv in args.set_all), **sets}
+        row = {"preset": preset, "seed": seed, "variant": name, "kind": kind}
+        try:
+            row.update(_job(datasets[preset, seed], out / "runs" / f"{preset}-{seed}" / name,
+                            kind, sets, args, pretrained))
+        except Exception as exc:  # one failed run must not lose the others
+            row["error"] = str(exc)
+        print(json.dumps(row), flush=True)
+        return row
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        results = list(pool.map(one, jobs))
+    summary = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                          f"{os.cpu_count()} CPUs", "device": args.device,
+               "threads_per_run": args.threads, "parallel": args.parallel,
+               "seeds": args.seeds, "presets": args.presets, "pretrain2d": record,
+               "seconds": round(time.perf_counter() - t0, 1), "results": results}
+    from momentlens.utils import write_json_atomic, write_text_atomic
+
+    write_json_atomic(out / "finding.json", summary)
+    write_text_atomic(out / "finding.md", _table(results, list(variants)) + "\n")
+    print(_table(results, list(variants)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
