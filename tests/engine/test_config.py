@@ -202,3 +202,18 @@ def test_resume_takes_the_run_settings_then_flags_then_set(tmp_path):
     assert resumed.out == str(tmp_path)
     with pytest.raises(MomentlensError, match="not a momentlens run folder"):
         config_of_run(tmp_path / "nothing")
+
+
+def test_flip_probability_reaches_the_training_dataset(tmp_path):
+    from momentlens.data.layout import Split
+    from momentlens.engine.factory import make_dataset
+    from momentlens.models.spec import InputSpec
+
+    cfg = load_config("ssv2/r3d50_16f.yaml", {"data": str(tmp_path)})
+    assert cfg.flip_p == 0.0
+    spec = InputSpec(sampler="clip", frames=4, size=32, norm="none")
+    split = Split(root=tmp_path, name="training", classes=["a"], records=[])
+    assert make_dataset(cfg, spec, split, True, None).transform.flip_p == 0.0
+    assert load_config(None, {}).flip_p == 0.5
+    with pytest.raises(MomentlensError, match="flip_p"):
+        load_config(None, {}, ["flip_p=1.5"])

@@ -16,8 +16,16 @@ def run_synth(args: argparse.Namespace) -> int:
         args.out_dir, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
         size=args.size, num_frames=args.frames, fps=args.fps, seed=args.seed,
         workers=args.workers, classes=classes, overwrite=args.overwrite,
+        preset=args.preset, colour=args.colour, background=args.background,
+        distractors=args.distractors, noise=args.noise,
     )
     print(synth.describe(summary))
+    layout = getattr(args, "layout", "mit")
+    if layout != "mit":
+        from momentlens.data import synth_layouts
+
+        converted = synth_layouts.convert(args.out_dir, layout, workers=args.workers)
+        print(synth_layouts.describe(converted))
     return 0
 
 
@@ -26,7 +34,8 @@ def run_check(args: argparse.Namespace) -> int:
     from momentlens.data import check
 
     report = check.check_dataset(args.data_dir, args.split, workers=args.workers,
-                                 min_frames=args.min_frames, min_size=args.min_size, fps=args.fps)
+                                 min_frames=args.min_frames, min_size=args.min_size, fps=args.fps,
+                                 layout=args.layout, split_id=args.split_id)
     if args.json:
         write_json_atomic(args.json, report)
     print(check.describe_check(report))
@@ -49,7 +58,8 @@ def run_stats(args: argparse.Namespace) -> int:
     from momentlens.data import check
 
     stats = check.dataset_stats(args.data_dir, args.split, max_videos=args.max_videos,
-                                frames_per_video=args.frames, workers=args.workers)
+                                frames_per_video=args.frames, workers=args.workers,
+                                layout=args.layout, split_id=args.split_id)
     if args.json:
         write_json_atomic(args.json, stats)
     print(check.describe_stats(stats))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from momentlens.data.decode import open_video
-from momentlens.data.layout import available_splits, scan_split
+from momentlens.data.layouts import LAYOUTS, available_splits, scan_split
 from momentlens.data.sampling import segment_indices
 from momentlens.utils import MomentlensError, progress
 
@@ -72,35 +72,33 @@ def _classify(p: dict, min_frames: int, min_size: int, fps: float) -> list[str]:
 
 def check_dataset(root: str | os.PathLike[str], splits: Sequence[str] | None = None,
                   workers: int = 0, min_frames: int = 16, min_size: int = 112,
-                  fps: float | None = None, backend: str = "auto") -> dict:
+                  fps: float | None = None, backend: str = "auto", layout: str = "auto",
+                  split_id: int | None = None) -> dict:
     """Probe every video of ``splits`` (default: all found) in parallel.
 
-    Problems: layout/label problems (with ``file:line``), and per video
-    ``unreadable``, ``zero_frames``, ``too_short`` (< ``min_frames`` decodable
-    frames), ``odd_fps`` (more than 0.5 from ``fps``; default the median fps),
-    ``small_size`` (short side < ``min_size`` pixels, the crop). Every video is
-    probed, so every unreadable one is listed (unreadable ones first). Warnings
-    (``report["warnings"]``, not problems): classes with no usable training videos and
-    classes with none in validation. Returns the report dict (JSON-ready);
-    ``report["ok"]`` is False when a problem was found.
+    ``layout``/``split_id``: as for :func:`momentlens.data.layouts.load_split`; the
+    report names the layout used (``report["layout"]``), the class count and, per
+    split, the videos listed, the missing ones (``missing_videos``) and the classes
+    with no video listed (``classes_without_videos``).
+
+    Problems: layout/label problems (with ``file:line``), missing videos (except where
+    the layout says that is normal: Kinetics, whose missing videos are counted, listed
+    and warned about), and per video ``unreadable``, ``zero_frames``, ``too_short``
+    (< ``min_frames`` decodable frames), ``odd_fps`` (more than 0.5 from ``fps``;
+    default the median fps), ``small_size`` (short side < ``min_size`` pixels, the
+    crop). Every video is probed, so every unreadable one is listed (unreadable ones
+    first). Warnings (``report["warnings"]``, not problems): classes with no usable
+    training videos and classes with none in validation. Returns the report dict
+    (JSON-ready); ``report["ok"]`` is False when a problem was found.
     """
     root = Path(root)
-    splits = list(splits or available_splits(root))
+    splits = list(splits or available_splits(root, layout))
     if not splits:
         raise MomentlensError(f"{root}: no dataset split found")
-    report: dict = {"root": str(root), "splits": {}, "videos": [], "label_problems": [],
-                    "warnings": [], "settings": {"min_frames": min_frames, "min_size": min_size}}
-    paths: list[tuple[str, Path, int]] = []
-    scanned = []
-    for name in splits:
-        split, problems = scan_split(root, name)
-        scanned.append(split)
-        missing = {id(r) for r in split.missing}
-        report["splits"][split.name] = {"layout": split.layout, "videos": len(split.records),
-                                        "classes": len(split.classes), "notes": split.notes}
-        report["label_problems"] += [{"kind": p.kind, "where": p.where, "message": p.message}
-                                     for p in problems]
-        paths += [(split.name, r.path, r.label) for r in split.records if id(r) not in missing]
+    report: dict = {"root": str(root), "layout": None, "classes": 0, "splits": {},
+                    "videos": [], "label_problems": [], "warnings": [],
+                    "settings": {"min_frames": min_frames, "min_size": min_size}}
+    paths, scanned = _scan_splits(root, splits, layout, split_id, report)
     probes = list(_map(probe_video, [p for _, p, _ in paths], workers, "check", "video"))
     good_fps = [p["fps"] for p in probes if not p["error"] and p["fps"] > 0]
     expected = fps if fps is not None else (statistics.median(good_fps) if good_fps else 0.0)
@@ -112,13 +110,52 @@ def check_dataset(root: str | os.PathLike[str], splits: Sequence[str] | None = N
         if kinds or probe["header_frames"] != probe["num_frames"]:
             report["videos"].append({"split": split_name, "problems": kinds, **probe})
     report["videos"].sort(key=lambda v: not v["error"])  # unreadable first, order kept
-    readable = Counter((s, label) for (s, _, label), p in zip(paths, probes) if not p["error"])
-    report["warnings"] = _class_warnings(scanned, readable)
+    readable = Counter((s, label) for (s, _, labels), p in zip(paths, probes)
+                       if not p["error"] for label in labels)
+    report["warnings"] += _class_warnings(scanned, readable)
     counts.update(p["kind"] for p in report["label_problems"])
     report["counts"] = dict(counts)
     report["probed"] = len(probes)
     report["ok"] = not counts
     return report
+
+
+def _scan_splits(root: Path, splits: Sequence[str], layout: str, split_id: int | None,
+                 report: dict) -> tuple[list[tuple[str, Path, tuple[int, ...]]], list]:
+    """Read each split into ``report`` (layout, classes, per-split counts, problems);
+    returns (split, path, labels) of every video found on disk, and the splits."""
+    paths: list[tuple[str, Path, tuple[int, ...]]] = []
+    scanned = []
+    for name in splits:
+        split, problems = scan_split(root, name, layout, split_id)
+        scanned.append(split)
+        missing = {id(r) for r in split.missing}
+        normal = LAYOUTS[split.layout].missing != "error"  # e.g. Kinetics: deleted videos
+        listed = Counter(label for r in split.records for label in r.labels)
+        report.update(layout=split.layout, classes=len(split.classes))
+        report["splits"][split.name] = {
+            "layout": split.layout, "split_id": split.split_id,
+            "multi_label": split.multi_label, "videos": len(split.records),
+            "classes": len(split.classes), "missing": len(split.missing),
+            "missing_videos": [_rel(r.path, split.root) for r in split.missing],
+            "classes_without_videos": [c for i, c in enumerate(split.classes) if not listed[i]],
+            "notes": split.notes}
+        report["label_problems"] += [{"kind": p.kind, "where": p.where, "message": p.message}
+                                     for p in problems if not (normal and p.kind == "missing")]
+        if normal and split.missing:
+            report["warnings"].append({
+                "kind": "missing_videos", "split": split.name, "class": None,
+                "message": f"{len(split.missing)} of {len(split.records)} listed {split.name} "
+                           f"videos are missing (normal for {split.layout}: they are skipped)"})
+        paths += [(split.name, r.path, r.labels) for r in split.records if id(r) not in missing]
+    return paths, scanned
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 # Splits whose classes must all have videos: training (to learn them) and validation
@@ -134,7 +171,7 @@ def _class_warnings(splits: Sequence, readable: Counter) -> list[dict]:
         what = _COVERED_SPLITS.get(split.name)
         if what is None:
             continue
-        listed = Counter(r.label for r in split.records)
+        listed = Counter(label for r in split.records for label in r.labels)
         for index, name in enumerate(split.classes):
             if readable[(split.name, index)]:
                 continue
@@ -150,6 +187,7 @@ def describe_check(report: dict, limit: int = 20) -> str:
     """A plain-text summary of a :func:`check_dataset` report."""
     per_split = ", ".join(f"{k}: {v['videos']}" for k, v in report["splits"].items())
     lines = [f"checked {report['probed']} videos in {report['root']} ({per_split})"]
+    lines += _layout_lines(report)
     for split in report["splits"].values():
         lines += [f"  note: {n}" for n in split["notes"]]
     warnings = report.get("warnings", [])
@@ -171,6 +209,26 @@ def describe_check(report: dict, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+def _layout_lines(report: dict) -> list[str]:
+    """What was read: the layout, the classes, and per split the videos listed, missing
+    and the classes with none."""
+    if not report.get("layout"):
+        return []
+    first = next(iter(report["splits"].values()), {})
+    kind = ", multi-label" if first.get("multi_label") else ""
+    number = f", split {first['split_id']}" if first.get("split_id") else ""
+    lines = [f"layout: {report['layout']}{number}{kind}; {report['classes']} classes"]
+    for name, split in report["splits"].items():
+        line = f"  {name}: {split['videos']} videos listed, {split['missing']} missing"
+        empty = split.get("classes_without_videos", [])
+        if empty:
+            shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+            line += f", {len(empty)} classes with no videos ({shown})"
+        lines.append(line)
+        lines += [f"    missing: {p}" for p in split.get("missing_videos", [])[:5]]
+    return lines
+
+
 # ----------------------------------------------------------------------------- stats
 
 
@@ -186,12 +244,13 @@ def _video_moments(args: tuple[str, int]) -> tuple[np.ndarray, np.ndarray, int] 
 
 
 def dataset_stats(root: str | os.PathLike[str], split: str = "training", max_videos: int = 500,
-                  frames_per_video: int = 8, workers: int = 0) -> dict:
+                  frames_per_video: int = 8, workers: int = 0, layout: str = "auto",
+                  split_id: int | None = None) -> dict:
     """Per-channel (RGB) pixel mean and std over ``frames_per_video`` evenly spaced
     frames of up to ``max_videos`` videos spread evenly over the split (deterministic).
     Values on ``[0, 255]`` (``mean_255``, ``std_255``; the ``dataset`` normalisation
     preset takes ``mean_255``) and on ``[0, 1]`` (``mean_01``, ``std_01``)."""
-    sp, _ = scan_split(root, split)
+    sp, _ = scan_split(root, split, layout, split_id)
     missing = {id(r) for r in sp.missing}
     records = [r for r in sp.records if id(r) not in missing]
     if not records:

@@ -45,7 +45,7 @@ from momentlens.data.formats import (
     is_frame_folder,
     is_video_file,
 )
-from momentlens.data.layout import MIT_CSV, LayoutError, available_splits, scan_split
+from momentlens.data.layout import LayoutError, available_splits, scan_split
 from momentlens.data.transforms import resized_crop, short_side_hw
 from momentlens.utils import (
     MomentlensError,
@@ -249,8 +249,11 @@ def _trainable_lists(src: Path, out: Path, failed: dict[Path, str]
         if split.layout == "folders":
             _mirror_class_folders(src / split.name, out / split.name)
             continue
-        list_file = src / (MIT_CSV.get(split.name, f"{split.name}Set.csv")
-                           if split.layout == "mit" else f"{split.name}.csv")
+        if split.layout not in ("mit", "mmit", "csv") or split.list_file is None:
+            # JSON lists (SSv2) and multi-split or shared files (Kinetics, UCF101, HMDB51)
+            # are copied unchanged; the quarantine file still names what was left out.
+            continue
+        list_file = split.list_file
         missing = {id(r) for r in split.missing}
         drop = set()
         for rec in split.records:

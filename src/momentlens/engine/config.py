@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from momentlens.data.decode import BACKENDS
+from momentlens.data.layouts import LAYOUT_CHOICES
 from momentlens.data.transforms import NORM_PRESETS
 from momentlens.engine.runtime import AMP_MODES, DEVICES
 from momentlens.models.base import FINETUNE_MODES
@@ -44,6 +45,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("auto", *(name for name in NORM_PRESETS if name != "dataset")),
     "backend": BACKENDS,
     "style": STYLES,
+    "layout": LAYOUT_CHOICES,
 }
 
 
@@ -55,6 +57,8 @@ class TrainConfig:
     data: str = ""
     train_split: str = "training"
     val_split: str = "validation"
+    layout: str = "auto"  # dataset layout (momentlens.data.layouts); auto: from its files
+    split_id: int = 1  # numbered split of ucf101 / hmdb51 (1, 2 or 3)
     backend: str = "auto"
     # model and input
     model: str = "r3d18"
@@ -90,10 +94,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     colour_jitter: float = 0.0  # training clips: brightness/contrast/saturation jitter, hue /2
     grayscale_p: float = 0.0  # training clips: probability of grey-scale
+    flip_p: float = 0.5  # training clips: probability of a horizontal flip (0 for SSv2)
     accum_steps: int = 1
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     # speed
-    workers: int = 2
+    workers: int = 2  # loader workers per process (capped at its share of the cores)
+    persistent_workers: bool = True  # keep the training loader's workers across epochs
+    device_augment: bool = False  # crop and flip training batches on the device
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = False
@@ -141,6 +148,8 @@ class TrainConfig:
             raise MomentlensError(f"'lr' must be below 3e38 (float32), got {self.lr}")
         if not 0 < self.width <= 4:
             raise MomentlensError(f"'width' must be in (0, 4], got {self.width}")
+        if not 0 <= self.flip_p <= 1:
+            raise MomentlensError(f"'flip_p' must be in [0, 1], got {self.flip_p}")
         if not 0 <= self.label_smoothing < 1:
             raise MomentlensError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
         if self.cache_features and self.finetune != "fc":

@@ -19,7 +19,7 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from momentlens.data.dataset import VideoDataset
-from momentlens.data.layout import Split, load_split
+from momentlens.data.layout import Split, load_split, load_training_split
 from momentlens.engine.config import TrainConfig
 from momentlens.engine.distributed import DistInfo
 from momentlens.engine.inference import Normalizer
@@ -100,6 +100,7 @@ def make_dataset(cfg: TrainConfig, spec: InputSpec, split: Split, train: bool,
         train=train, backend=cfg.backend, seed=cfg.seed,
         quarantine_path=(run_dir / "quarantine.jsonl") if run_dir else None,
         num_clips=num_clips, colour_jitter=cfg.colour_jitter, grayscale_p=cfg.grayscale_p,
+        flip_p=cfg.flip_p,
     )
 
 
@@ -131,8 +132,8 @@ def setup_run(cfg: TrainConfig, run_dir: Path, device: torch.device, info: DistI
     format) as ``cfg`` says. Seed before calling: the initial weights are drawn here."""
     if not cfg.data:
         raise MomentlensError("--data DATA_DIR is required")
-    train_split = load_split(cfg.data, cfg.train_split)
-    val_split = load_split(cfg.data, cfg.val_split)
+    train_split = load_training_split(cfg.data, cfg.train_split, cfg.layout, cfg.split_id)
+    val_split = load_split(cfg.data, cfg.val_split, cfg.layout, split_id=cfg.split_id)
     model = build_model(cfg, len(train_split.classes))
     set_finetune(model, cfg.finetune)
     if cfg.sync_bn and info.enabled:
