@@ -95,3 +95,17 @@ def test_two_workers(split, tmp_path):
     # the failure inside a worker is visible to the main process
     assert ds.failed_indices(epoch=2) == {5}
     assert not np.any(clips[5].numpy())
+
+
+def test_private_quarantine_file_lives_as_long_as_the_dataset(split):
+    import gc
+
+    ds = VideoDataset(split.records, num_classes=len(split.classes), frames=4, size=32)
+    path = ds.quarantine_path
+    # Loader workers hold copies of the dataset; their ending must not remove the file.
+    for _ in DataLoader(ds, batch_size=2, num_workers=2):
+        pass
+    assert path.exists()
+    del ds
+    gc.collect()
+    assert not path.exists()

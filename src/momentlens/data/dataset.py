@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,6 +115,9 @@ class VideoDataset:
             fd, name = tempfile.mkstemp(prefix="momentlens-quarantine-", suffix=".jsonl")
             os.close(fd)
             quarantine_path = name
+            # A private file goes with the dataset; loader workers hold copies of the
+            # dataset, so only the process that made the file removes it.
+            weakref.finalize(self, _remove_own_file, name, os.getpid())
         self.quarantine_path = Path(quarantine_path)
         self._known_bad = {e["path"] for e in self._read_quarantine()}
         self._logged: set[str] = set()
@@ -286,3 +290,8 @@ class VideoDataset:
         n = len(self.failed_indices(epoch))
         return (f"{n} of {len(self)} videos unreadable (zero clips used); "
                 f"see {self.quarantine_path}")
+
+
+def _remove_own_file(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:
+        Path(path).unlink(missing_ok=True)

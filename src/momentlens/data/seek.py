@@ -77,6 +77,8 @@ def scan_stream(container: object, stream: object) -> FrameMap | None:
     pts: list[int] = []
     keys: list[int] = []  # pts of keyframe packets
     try:
+        # From the start: an earlier decode may have left the demuxer part-way through.
+        container.seek(0)  # type: ignore[attr-defined]
         for packet in container.demux(stream):  # type: ignore[attr-defined]
             if packet.size <= 0:
                 continue  # the demuxer's end-of-stream flush packet
