@@ -9,8 +9,9 @@ PY := $(VENV)/bin/python
 # machine, e.g.  make demo TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>".
 TORCH_SPEC ?= torch==2.13.0
 # The extras the test suite uses. torchcodec stays out: it is optional, and its test
-# skips without it.
-EXTRAS ?= dev,tensorboard
+# skips without it. servetest brings Playwright, which drives the system Chromium set up
+# by the browser target below (never `playwright install`: nothing is downloaded).
+EXTRAS ?= dev,tensorboard,onnx,serve,servetest
 STAMP := $(VENV)/.momentlens-installed
 DEMO_OUT ?= demo_out
 # Extra pytest arguments, e.g.  make test PYTEST_ARGS="-m browser"

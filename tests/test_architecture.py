@@ -13,9 +13,9 @@ Rules (issue 14):
 * no import cycle between modules;
 * ``data/`` and ``models/`` import nothing from ``analysis/``, ``engine/``, ``cam/`` or
   ``commands/``; ``analysis/`` nothing from ``engine/``, ``cam/`` or ``commands/``;
-  ``cam/`` nothing from ``engine/`` or ``commands/``; only ``cli.py`` and ``commands/``
+  ``cam/`` nothing from ``engine/`` or ``commands/``; only ``cli/`` and ``commands/``
   import ``commands/``;
-* no function or method outside ``cli.py`` longer than 60 lines (from its ``def`` line
+* no function or method outside ``cli/`` (argparse) longer than 60 lines (from its ``def`` line
   to its last line, docstring included, decorators not), no module longer than 400
   lines;
 * no decision by a model's name prefix (``.startswith("r2d")`` and the like).
@@ -34,7 +34,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "momentlens"
 MAX_FUNCTION_LINES = 60
 MAX_FILE_LINES = 400
-FUNCTION_LENGTH_EXEMPT = {"momentlens.cli"}
+FUNCTION_LENGTH_EXEMPT = ("momentlens.cli",)  # the argparse package
 
 # (layer whose modules are checked, layers they must not import)
 LAYER_RULES = [
@@ -181,7 +181,7 @@ def test_the_import_graph_is_read() -> None:
     assert "momentlens.data.decode" in graph["momentlens.data.prepare"]
     assert "momentlens.data.encode" in graph["momentlens.data.prepare"]  # inside a function
     assert "momentlens.models.registry" in graph["momentlens"]  # inside __getattr__
-    assert "momentlens.utils" in graph["momentlens.data.layout"]
+    assert "momentlens.utils" in graph["momentlens.data.layouts.common"]
 
 
 def test_no_import_cycle() -> None:
@@ -202,13 +202,13 @@ def test_only_cli_and_commands_import_commands() -> None:
     bad = [f"{src} (line {line}) imports {dst}"
            for src, edges in _imports().items() if _layer(src) not in COMMANDS_USERS
            for dst, line in sorted(edges.items()) if _layer(dst) == "commands"]
-    assert not bad, "commands/ imported outside cli.py and commands/:\n  " + "\n  ".join(bad)
+    assert not bad, "commands/ imported outside cli/ and commands/:\n  " + "\n  ".join(bad)
 
 
 def test_functions_fit_on_a_screen() -> None:
     long = []
     for name in _modules():
-        if name in FUNCTION_LENGTH_EXEMPT:
+        if name == FUNCTION_LENGTH_EXEMPT[0] or name.startswith(FUNCTION_LENGTH_EXEMPT[0] + "."):
             continue
         for node in ast.walk(_tree(name)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -5,12 +5,25 @@ Moments-in-Time-style datasets, with per-class error analysis and class activati
 maps over space and time.
 """
 
-__version__ = "0.1.0"
+from momentlens._version import __version__
+
+#: The public names; ``help(momentlens)`` and ``dir(momentlens)`` show them although they
+#: are imported only when first used.
+__all__ = ["load", "Classifier", "create_model", "list_models", "load_pretrained",
+           "__version__"]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy re-exports keep `import momentlens` light
     # torch is imported only when a model-level name is asked for, so that the CLI's
     # --help and the data tools start fast.
+    if name in {"load", "Classifier"}:
+        from momentlens.engine import predictor
+
+        return getattr(predictor, name)
     if name in {"create_model", "list_models"}:
         from momentlens.models import registry
 

@@ -48,8 +48,9 @@ def test_model_file_round_trip(models):
 def test_evaluate_writes_every_file_and_is_repeatable(tmp_path, data, models):
     # device="cpu": the by-hand check below runs on the CPU (on a GPU, cuDNN's TF32
     # convolutions differ from it by ~1e-3 relative; tests/test_cuda.py covers CUDA).
-    a = evaluate(models["3d"], data, tmp_path / "a", workers=0, device="cpu")
-    b = evaluate(models["3d"], data, tmp_path / "b", workers=0, device="cpu")
+    # precision="fp32": the by-hand check is eager fp32 (the default may be bf16).
+    a = evaluate(models["3d"], data, tmp_path / "a", workers=0, device="cpu", precision="fp32")
+    b = evaluate(models["3d"], data, tmp_path / "b", workers=0, device="cpu", precision="fp32")
     for name in ["metrics.json", "per_class.csv", "confusions.csv", "predictions.csv",
                  "scores.npz", "per_class.png", "top5_hist.png", "confusion.png"]:
         assert (tmp_path / "a" / name).is_file(), name
@@ -77,7 +78,7 @@ def test_clips_and_crops_average_views(tmp_path, data, models):
     from momentlens.engine.inference import Normalizer
 
     m = evaluate(models["3d"], data, tmp_path / "e", clips=2, crops=3, workers=0,
-                 device="cpu")
+                 device="cpu", precision="fp32")
     assert m["clips"] == 2 and m["crops"] == 3
     model, meta = load_model(models["3d"])
     records = load_split_records(data)

@@ -147,7 +147,7 @@ def _forward(model: nn.Module, spec: InputSpec, clips: list[np.ndarray], sliding
     was_training = model.training
     model.eval()  # BatchNorm running statistics, as in evaluation
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             logits, features = cam_forward(model, _to_input(clips[:1], spec, device))
             if sliding is None:
                 sliding = features.shape[2] < clips[0].shape[0]
@@ -165,7 +165,7 @@ def _maps_of(model: nn.Module, c: int, features: torch.Tensor, t: int,
     """Class ``c`` on ``t``-frame inputs: maps ``(K, size, size)`` on the crop and evidence
     ``(K,)``. One view (``features`` ``(1, ...)``): the input frames at positions ``keep``;
     sliding windows (``(K, ...)``): each window's centre frame ``t // 2``."""
-    with torch.no_grad():
+    with torch.inference_mode():
         maps = cam_from_features(model, features, c, out_thw=(t, size, size))
         evidence = temporal_evidence(model, features, c, num_frames=t)
     if keep is not None:

@@ -13,16 +13,52 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = E.evaluate(args.model, args.data, args.out, split=args.split, clips=args.clips,
                          crops=args.crops, batch_size=args.batch_size, workers=args.workers,
                          device=args.device, cam=args.cam,
-                         cam_videos_per_class=args.cam_videos, cam_sliding=not args.no_sliding)
+                         cam_videos_per_class=args.cam_videos, cam_sliding=not args.no_sliding,
+                         precision=args.precision, backend=args.backend,
+                         plots=not args.no_plots, layout=args.layout, split_id=args.split_id)
     E.print_summary(metrics, args.out)
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Top-k classes of each video; exit status 1 when a video could not be read."""
+    """Top-k classes of each video; exit status 1 when a video could not be read. With
+    ``--timeline`` also the per-window class probabilities of each video (CSV + PNG)."""
     from momentlens.engine import evaluate as E
 
-    results = E.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
-                        device=args.device)
+    if not getattr(args, "timeline", False):
+        results = E.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
+                            device=args.device, precision=args.precision, backend=args.backend)
+    else:
+        results = _predict_with_timeline(args)
     print(E.format_predictions(results, as_json=args.json))
     return 1 if any("error" in r for r in results) else 0
+
+
+def _predict_with_timeline(args: argparse.Namespace) -> list[dict]:
+    """``predict`` plus ``OUT/<video stem>.timeline.csv`` and ``.png`` per readable video
+    (the model is loaded once); each result gets ``timeline: {csv, png, windows}``."""
+    import sys
+    from pathlib import Path
+
+    from momentlens.engine import evaluate as E
+    from momentlens.engine.inference import load_for_inference
+    from momentlens.engine.timeline import timeline, timeline_csv, timeline_png
+    from momentlens.utils import write_bytes_atomic, write_text_atomic
+
+    model, meta, fast = load_for_inference(args.model, args.device, args.precision,
+                                           args.backend)
+    videos = E.collect_videos(args.videos)
+    results = E.predict_loaded(model, meta, fast, videos, topk=args.topk, clips=args.clips)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for video, result in zip(videos, results):
+        if "error" in result:
+            continue
+        tl = timeline(model, meta, fast, video, args.window_s, args.stride_s)
+        csv, png = out / f"{video.stem}.timeline.csv", out / f"{video.stem}.timeline.png"
+        write_text_atomic(csv, timeline_csv(tl))
+        write_bytes_atomic(png, timeline_png(tl, title=f"{video.name}: class probability per "
+                                             f"{tl.window_s:g} s window"))
+        result["timeline"] = {"csv": str(csv), "png": str(png), "windows": len(tl.starts)}
+        print(f"wrote {csv} and {png} ({len(tl.starts)} windows)", file=sys.stderr)
+    return results

@@ -242,14 +242,14 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     ``classes`` (output order) and ``input``, the run's input record, which is also
     ``model.input_spec``.
     """
-    from momentlens.models.registry import create_model
+    from momentlens.models.registry import create_model_with_state
     from momentlens.models.spec import InputSpec
 
     file = resolve_model_path(path)
     tensors, meta = read_model_file(file)
-    model = create_model(meta["model"], num_classes=int(meta["num_classes"]), **meta["options"])
-    try:
-        model.load_state_dict(tensors)
+    try:  # built on the meta device, weights assigned: no random init thrown away
+        model = create_model_with_state(meta["model"], int(meta["num_classes"]), tensors,
+                                        **meta["options"])
     except RuntimeError as exc:
         raise MomentlensError(f"{file} does not match model {meta['model']!r}: {exc}") from None
     meta["path"] = str(file)

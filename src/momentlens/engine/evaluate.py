@@ -21,9 +21,13 @@ from momentlens.data.dataset import VideoDataset
 from momentlens.data.formats import VIDEO_SUFFIXES
 from momentlens.data.layout import Split, load_split
 from momentlens.data.transforms import CropGeometry, resized_crop
-from momentlens.engine.checkpoint import load_model
-from momentlens.engine.inference import Normalizer, Scores, score_dataset
-from momentlens.engine.runtime import amp_dtype, resolve_device
+from momentlens.engine.inference import (
+    InferencePath,
+    Normalizer,
+    Scores,
+    load_for_inference,
+    score_dataset,
+)
 from momentlens.engine.writes import writing
 from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError
@@ -115,51 +119,65 @@ def evaluate(
     cam_frames: int = 8,
     cam_videos_per_class: int = 0,
     cam_sliding: bool = True,
-    amp: str = "off",
+    precision: str = "auto",
+    backend: str = "auto",
+    plots: bool = True, layout: str = "auto", split_id: int | None = None,
 ) -> dict[str, Any]:
-    """Score every video of ``data``/``split`` and write an evaluation folder (see evalio)."""
+    """Score every video of ``data``/``split`` and write an evaluation folder (see evalio).
+
+    ``precision`` / ``backend``: :func:`~momentlens.engine.inference.load_for_inference`
+    (the folder's ``metrics.json`` records both); ``plots=False`` skips the PNGs.
+    """
     from momentlens.analysis.evalio import write_evaluation
 
     if clips < 1 or crops < 1:
         raise MomentlensError("--clips and --crops must be at least 1")
-    dev = resolve_device(device)
-    model, meta = load_model(model_path, dev)
-    the_split = load_split(data, split)
+    model, meta, fast = load_for_inference(model_path, device, precision, backend)
+    if cam and not hasattr(model, "forward_features"):
+        raise MomentlensError("--cam needs the torch backend (an ONNX file has no feature maps)")
+    the_split = load_split(data, split, layout, split_id=split_id)
     out = Path(out_dir)
-    quarantine = _fresh_quarantine(out)
     dataset = _views_dataset(model.input_spec, len(meta["classes"]), the_split.records, clips,
-                             crops, quarantine=quarantine)
-    normalizer = Normalizer(model.input_spec)
-    scores = score_dataset(model, dataset, dev, normalizer, batch_size=batch_size,
-                           workers=workers, amp=amp_dtype(amp, dev), desc=f"evaluate {split}")
-    failed = dataset.failed_indices()
-    keep = np.array([i not in failed for i in scores.indices], dtype=bool)
-    label_map = _label_map(the_split, meta["classes"])
-    labels = label_map[scores.labels[keep]]
-    records = [the_split.records[i] for i in scores.indices[keep]]
-    root = Path(the_split.root)
-    paths = [_rel(r.path, root) for r in records]
-    unreadable = sorted(_rel(the_split.records[i].path, root) for i in failed)
-    clip_probs = scores.clip_probs[keep]
+                             crops, quarantine=_fresh_quarantine(out))
+    with torch.inference_mode():
+        scores = score_dataset(model, dataset, fast.device, fast.normalizer(model, model.input_spec),
+                               batch_size=batch_size, workers=workers, amp=fast.dtype,
+                               desc=f"evaluate {split}")
+    labels, records, paths, unreadable, clip_probs = _scored(scores, dataset.failed_indices(),
+                                                             the_split, meta["classes"])
     views = clip_probs.shape[1]
     meta_out: dict[str, Any] = {
         "model": meta.get("model"), "model_path": str(model_path), "data": str(data),
-        "split": split, "clips": clips, "crops": crops,
-        "checkpoint_epoch": meta.get("epoch"),
+        "split": split, "clips": clips, "crops": crops, "checkpoint_epoch": meta.get("epoch"),
+        "precision": fast.precision, "backend": meta.get("backend", "torch"),
     }
     if cam:
         from momentlens.cam.localize import cam_scores
 
-        meta_out["cam"] = cam_scores(model, meta, the_split, records, dev, frames=cam_frames,
-                                     per_class=cam_videos_per_class, sliding=cam_sliding)
+        meta_out["cam"] = cam_scores(model, meta, the_split, records, fast.device,
+                                     frames=cam_frames, per_class=cam_videos_per_class,
+                                     sliding=cam_sliding)
     with writing(out, "evaluation folder"):  # a full disk: one line, not a traceback
         return write_evaluation(
             out, video_probs=clip_probs.mean(axis=1), labels=labels, paths=paths,
             class_names=list(meta["classes"]),
             clip_probs=clip_probs.reshape(-1, clip_probs.shape[-1]),
             clip_labels=np.repeat(labels, views), meta=meta_out, unreadable=unreadable,
-            listed=len(the_split.records),
+            listed=len(the_split.records), plots=plots,
         )
+
+
+def _scored(scores: Scores, failed: Any, the_split: Split, classes: list[str]
+            ) -> tuple[np.ndarray, list[Any], list[str], list[str], np.ndarray]:
+    """The scored videos' model labels, records, relative paths and ``(V, N, K)``
+    probabilities, and the unreadable videos' relative paths."""
+    keep = np.array([i not in failed for i in scores.indices], dtype=bool)
+    labels = _label_map(the_split, classes)[scores.labels[keep]]
+    records = [the_split.records[i] for i in scores.indices[keep]]
+    root = Path(the_split.root)
+    paths = [_rel(r.path, root) for r in records]
+    unreadable = sorted(_rel(the_split.records[i].path, root) for i in failed)
+    return labels, records, paths, unreadable, scores.clip_probs[keep]
 
 
 def _fresh_quarantine(out: Path) -> Path:
@@ -215,19 +233,32 @@ def collect_videos(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def predict(model_path: str | Path, inputs: Sequence[str | Path], topk: int = 5,
-            clips: int = 1, device: str = "auto", batch_size: int = 4, workers: int = 0
-            ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each video (unreadable ones get an ``error``)."""
+            clips: int = 1, device: str = "auto", batch_size: int = 4, workers: int = 0,
+            precision: str = "auto", backend: str = "auto") -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each video (unreadable ones get an ``error``);
+    ``precision`` / ``backend``: :func:`~momentlens.engine.inference.load_for_inference`."""
+    model, meta, fast = load_for_inference(model_path, device, precision, backend)
+    return predict_loaded(model, meta, fast, collect_videos(inputs), topk=topk, clips=clips,
+                          batch_size=batch_size, workers=workers)
+
+
+def predict_loaded(model: torch.nn.Module, meta: dict[str, Any], fast: InferencePath,
+                   videos: Sequence[Path], topk: int = 5, clips: int = 1, batch_size: int = 4,
+                   workers: int = 0) -> list[dict[str, Any]]:
+    """:func:`predict` with a model already loaded (``momentlens.load`` shares it, so the
+    API returns exactly what ``momentlens predict --json`` prints)."""
     from momentlens.data.layout import VideoRecord
 
-    dev = resolve_device(device)
-    model, meta = load_model(model_path, dev)
-    videos = collect_videos(inputs)
-    records = [VideoRecord(path=v.resolve(), label=0, extra={}) for v in videos]
+    records = [VideoRecord(path=Path(v).resolve(), label=0, extra={}) for v in videos]
     dataset = _views_dataset(model.input_spec, len(meta["classes"]), records, clips, 1)
-    scores = score_dataset(model, dataset, dev, Normalizer(model.input_spec),
-                           batch_size=batch_size, workers=workers,
-                           desc="predict") if len(videos) > 1 else _one(model, dataset, dev, meta)
+    if len(videos) == 1:
+        scores = _one(model, dataset, fast)
+    else:
+        with torch.inference_mode():
+            scores = score_dataset(model, dataset, fast.device,
+                                   fast.normalizer(model, model.input_spec),
+                                   batch_size=batch_size, workers=workers, amp=fast.dtype,
+                                   desc="predict")
     failed = dataset.failed_indices()
     classes = meta["classes"]
     k = min(topk, len(classes))
@@ -244,13 +275,12 @@ def predict(model_path: str | Path, inputs: Sequence[str | Path], topk: int = 5,
     return out
 
 
-@torch.no_grad()
-def _one(model: torch.nn.Module, dataset: MultiViewDataset, dev: torch.device,
-         meta: dict[str, Any]) -> Scores:
+def _one(model: torch.nn.Module, dataset: MultiViewDataset, fast: InferencePath) -> Scores:
     # A single video: no DataLoader, no progress bar, as fast as it gets.
     clips, label, idx = dataset[0]
     x = clips if clips.ndim == 5 else clips[None]
-    logits = model(Normalizer(model.input_spec)(x.to(dev)))
+    with torch.inference_mode():
+        logits = fast(model, Normalizer(model.input_spec)(x.to(fast.device)))
     probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
     return Scores(indices=np.array([idx]), labels=np.array([label]), clip_probs=probs[None])
 
@@ -275,5 +305,5 @@ def print_summary(metrics: dict[str, Any], out_dir: str | Path) -> None:
           file=sys.stderr)
 
 
-__all__ = ["evaluate", "predict", "describe", "format_predictions", "collect_videos",
+__all__ = ["evaluate", "predict", "predict_loaded", "describe", "format_predictions", "collect_videos",
            "MultiViewDataset"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,3 +113,114 @@ def score_dataset(
         labels=np.concatenate([p[1] for p in parts])[order],
         clip_probs=np.concatenate([p[2] for p in parts])[order],
     )
+
+
+# ----------------------------------------------------------------------------- the fast path
+
+#: ``--precision`` choices: ``auto`` picks per device (:func:`inference_path`).
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class InferencePath:
+    """How a model runs for ``evaluate``, ``predict``, ``cam`` and ``momentlens.load``.
+
+    ``dtype``: the autocast dtype (``torch.bfloat16``) or ``None`` for plain fp32;
+    ``channels_last``: convolution weights (and 3D inputs) in the model's channels-last
+    layout (``model.memory_format``). Every pass runs under ``torch.inference_mode``.
+    """
+
+    device: torch.device
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @property
+    def precision(self) -> str:
+        """``"bf16"`` or ``"fp32"``: what an evaluation folder records."""
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` on the device, in eval mode, in this path's memory layout."""
+        model = model.to(self.device).eval()
+        if self.channels_last and hasattr(model, "memory_format"):
+            model = model.to(memory_format=model.memory_format)
+        return model
+
+    def normalizer(self, model: torch.nn.Module, spec: InputSpec) -> Normalizer:
+        # A 2D model folds time into the batch itself: its 5D input stays contiguous and
+        # the channels-last weights set the layout of what follows.
+        return Normalizer(spec, channels_last=self.channels_last
+                          and getattr(model, "conv_dims", 0) == 3)
+
+    def context(self) -> contextlib.ExitStack:
+        """``inference_mode`` plus autocast to ``dtype`` (when set)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(autocast(self.device, self.dtype))
+        return stack
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Float logits ``(B, K)`` of a normalised float clip batch ``(B, 3, T, H, W)``."""
+        if self.channels_last and x.ndim == 5 and getattr(model, "conv_dims", 0) == 3:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with self.context():
+            return model(x.to(self.device)).float()
+
+
+def inference_path(precision: str, device: torch.device) -> InferencePath:
+    """The default inference path of ``device`` (``precision="auto"``), or the one asked for.
+
+    auto: CUDA -> bf16 autocast + channels-last + TF32 (bf16 when the GPU supports it);
+    a CPU with native bf16 (AVX512-BF16 / AMX) -> bf16 autocast + channels-last; any
+    other device -> fp32 + channels-last. ``fp32`` is exact eager fp32 in the model's
+    channels-last layout; ``bf16`` where the device has no native bf16 is an error. The
+    agreement of bf16 with fp32 on trained models is measured by benchmarks/bench_infer.py.
+    """
+    from momentlens.engine.runtime import cpu_has_native_bf16
+    from momentlens.utils import MomentlensError
+
+    if precision not in PRECISIONS:
+        raise MomentlensError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    if device.type == "cuda":
+        # Process-wide, and only for inference commands: fp32 matmuls/convolutions on TF32.
+        torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+        torch.backends.cudnn.allow_tf32 = precision != "fp32"
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = device.type == "cpu" and cpu_has_native_bf16()
+    if precision == "bf16" and not native:
+        raise MomentlensError(f"--precision bf16: {device.type} has no native bf16 support here")
+    use_bf16 = precision == "bf16" or (precision == "auto" and native)
+    return InferencePath(device, torch.bfloat16 if use_bf16 else None, channels_last=True)
+
+
+#: ``--backend`` choices: ``auto`` is ONNX Runtime for an ``.onnx`` file, else torch.
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def load_for_inference(path: Any, device: str = "auto", precision: str = "auto",
+                       backend: str = "auto") -> tuple[torch.nn.Module, dict[str, Any],
+                                                       InferencePath]:
+    """``(model, meta, inference path)`` of a run folder, checkpoint, model file or
+    exported ``.onnx`` (``backend="onnxruntime"``: the file, or the run folder's
+    ``model.onnx``). The model is ready on the path's device (see :func:`inference_path`);
+    an ONNX model runs fp32 on ONNX Runtime's CPU provider."""
+    from momentlens.engine.runtime import resolve_device
+    from momentlens.utils import MomentlensError
+
+    if backend not in BACKENDS:
+        raise MomentlensError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "onnxruntime" if str(path).lower().endswith(".onnx") else "torch"
+    if backend == "onnxruntime":
+        from momentlens.engine.export import load_onnx
+
+        if precision == "bf16":
+            raise MomentlensError("--backend onnxruntime runs fp32; drop --precision bf16")
+        model, meta = load_onnx(path)
+        return model, meta, InferencePath(torch.device("cpu"))
+    from momentlens.engine.checkpoint import load_model
+
+    fast = inference_path(precision, resolve_device(device))
+    model, meta = load_model(path, fast.device)
+    return fast.prepare(model), meta, fast

