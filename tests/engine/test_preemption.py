@@ -58,3 +58,39 @@ def test_group_sigterm_with_workers_saves_and_resumes_bit_identical(synth_dir, t
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train_loss", "train_top1", "val_top1"):  # whole epochs, resumed or not
         assert [r[key] for r in rows] == [r[key] for r in ref_rows], key
+
+
+def test_kill_and_group_sigterm_with_persistent_workers_and_device_augment(
+        synth_dir, tmp_path, eng):
+    # Issue 22: workers kept across epochs, crop and flip on the device (their draws from
+    # (seed, epoch, index)); a kill -9 and a SIGTERM to the group, each resumed.
+    settings = {"width": 0.0625, "checkpoint_steps": 1, "workers": 2, "resize": 40,
+                "persistent_workers": True, "device_augment": True, "schedule": "cosine",
+                "warmup_epochs": 1}
+    ref_dir, run_dir = tmp_path / "reference", tmp_path / "interrupted"
+    reference = eng.start_train(eng.train_args(synth_dir, ref_dir, **settings)
+                                + ["--deterministic"])
+    proc = eng.start_train(eng.train_args(synth_dir, run_dir, **settings) + ["--deterministic"],
+                           new_session=True)
+    eng.wait_for(proc, lambda: eng.last_step(run_dir) >= 1, "step 1")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    killed_at = eng.last_step(run_dir)
+    assert _group_gone(proc.pid)
+
+    proc = eng.start_train(["--resume", str(run_dir)], new_session=True)
+    eng.wait_for(proc, lambda: eng.last_step(run_dir) >= max(killed_at + 1, 4), "step 4")
+    os.killpg(proc.pid, signal.SIGTERM)  # in the second epoch, the workers persisting
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and _group_gone(proc.pid), err
+    assert eng.last_step(run_dir) < 6
+
+    done = eng.run_train(["--resume", str(run_dir)])
+    assert done.returncode == 0, done.stderr
+    _, ref_err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, ref_err
+    assert eng.last_step(run_dir) == eng.last_step(ref_dir) == 6
+    eng.assert_same_weights(eng.weights(run_dir), eng.weights(ref_dir))
+    for key in ("train_loss", "train_top1", "val_top1"):
+        assert [r[key] for r in _rows(run_dir)] == [r[key] for r in _rows(ref_dir)], key
