@@ -98,5 +98,11 @@ def test_predict_precision_flag(data, model_file):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_cuda_path_is_bf16_with_tf32():
     fast = inference_path("auto", torch.device("cuda"))
-    assert fast.channels_last and torch.backends.cudnn.allow_tf32
+    assert fast.channels_last and fast.tf32
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with fast.context():
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    # scoped: what runs after an inference pass keeps the process's settings
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    assert not inference_path("fp32", torch.device("cuda")).tf32
     assert fast.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,7 @@ class InferencePath:
     device: torch.device
     dtype: torch.dtype | None = None
     channels_last: bool = False
+    tf32: bool = False  # CUDA: fp32 matmuls and convolutions on TF32, inside context()
 
     @property
     def precision(self) -> str:
@@ -157,6 +159,8 @@ class InferencePath:
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         stack.enter_context(autocast(self.device, self.dtype))
+        if self.device.type == "cuda":
+            stack.enter_context(_tf32(self.tf32))
         return stack
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -182,16 +186,26 @@ def inference_path(precision: str, device: torch.device) -> InferencePath:
     if precision not in PRECISIONS:
         raise MomentlensError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     if device.type == "cuda":
-        # Process-wide, and only for inference commands: fp32 matmuls/convolutions on TF32.
-        torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
-        torch.backends.cudnn.allow_tf32 = precision != "fp32"
         native = torch.cuda.is_bf16_supported()
     else:
         native = device.type == "cpu" and cpu_has_native_bf16()
     if precision == "bf16" and not native:
         raise MomentlensError(f"--precision bf16: {device.type} has no native bf16 support here")
     use_bf16 = precision == "bf16" or (precision == "auto" and native)
-    return InferencePath(device, torch.bfloat16 if use_bf16 else None, channels_last=True)
+    return InferencePath(device, torch.bfloat16 if use_bf16 else None, channels_last=True,
+                         tf32=device.type == "cuda" and precision != "fp32")
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool) -> Iterator[None]:
+    # Scoped, not process-wide: code that runs after an inference pass in the same
+    # process (CAM maps, a CPU/GPU comparison) keeps PyTorch's own TF32 settings.
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 #: ``--backend`` choices: ``auto`` is ONNX Runtime for an ``.onnx`` file, else torch.
