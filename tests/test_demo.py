@@ -10,7 +10,8 @@ import torch
 
 from momentlens import demo
 
-TINY = demo.DemoPlan(train_per_class=3, val_per_class=2, video_size=48, epochs=1, cam_videos=1)
+TINY = demo.DemoPlan(train_per_class=3, val_per_class=2, video_size=48, epochs=1, cam_videos=1,
+                     pretrain_steps=3)
 TINY_SETTINGS = {"size": 32, "resize": 36, "width": 0.125, "batch_size": 5, "workers": 0}
 
 

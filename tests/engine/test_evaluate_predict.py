@@ -136,7 +136,8 @@ def test_predict_formats_like_the_paper(tmp_path, data, models, capsys):
     assert main(["predict", str(models["3d"]), str(video), "--topk", "3"]) == 0
     out = capsys.readouterr().out
     assert str(video) in out
-    line = out.strip().splitlines()[-1].strip()
+    line = out.strip().splitlines()[1].strip()  # then "scored 1 clip of ... s out of ... s"
+    assert out.strip().splitlines()[-1].strip().startswith("scored 1 clip of ")
     assert line.startswith("1: ") and " 2: " in line and " 3: " in line and " 4: " not in line
     results = predict(models["3d"], [video], topk=3)
     probs = [t["prob"] for t in results[0]["top"]]

@@ -164,24 +164,34 @@ def fig_difference_bars(
     names: Sequence[str], diff1: np.ndarray, diff5: np.ndarray, name_a: str, name_b: str,
     top: int = 15,
 ) -> Figure:
-    """Per-class accuracy differences (B - A), the ``top`` largest each way, top-1 and top-5."""
-    fig = _figure((11, min(2.2 + 0.3 * 2 * top, 14.0)))
-    axes = fig.subplots(1, 2)
-    for ax, diff, label in ((axes[0], diff1, "top-1"), (axes[1], diff5, "top-5")):
+    """Per-class accuracy differences (B - A), the ``top`` largest each way, top-1 and top-5.
+
+    Only the measures with a difference get a panel (labels stay readable at page width);
+    with none at all, one panel says so (the report shows a sentence instead)."""
+    panels = []
+    for diff, label in ((diff1, "top-1"), (diff5, "top-5")):
         d = np.asarray(diff, float)
         valid = [i for i in range(len(names)) if not np.isnan(d[i]) and d[i] != 0]
         pos = sorted((i for i in valid if d[i] > 0), key=lambda i: (-d[i], names[i]))[:top]
         neg = sorted((i for i in valid if d[i] < 0), key=lambda i: (d[i], names[i]))[:top]
-        order = pos + neg[::-1]
+        if pos or neg:
+            panels.append((d, label, pos + neg[::-1]))
+    rows = max([len(order) for _, _, order in panels] + [1])
+    fig = _figure((6.0 * max(len(panels), 1), min(1.8 + 0.32 * rows, 14.0)))
+    axes = np.atleast_1d(fig.subplots(1, max(len(panels), 1)))
+    if not panels:
+        axes[0].text(0.5, 0.5, "no per-class differences", ha="center", va="center",
+                     fontsize=12, transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    for ax, (d, label, order) in zip(axes, panels):
         y = np.arange(len(order))
         ax.barh(y, [d[i] * 100 for i in order],
                 color=[_B_COLOR if d[i] > 0 else _A_COLOR for i in order])
-        ax.set_yticks(y, [names[i] for i in order], fontsize=8)
+        ax.set_yticks(y, [names[i] for i in order], fontsize=11)
+        ax.tick_params(axis="x", labelsize=10)
         ax.invert_yaxis()
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_xlabel(f"{label} difference, {name_b} - {name_a} (points)")
-        ax.set_title(f"{label}: right = {name_b} better")
-        if not order:
-            ax.text(0.5, 0.5, "no differences", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(f"{label} difference, {name_b} - {name_a} (points)", fontsize=11)
+        ax.set_title(f"{label}: right = {name_b} better", fontsize=12)
     fig.tight_layout()
     return fig

@@ -33,6 +33,9 @@ img{max-width:100%;height:auto;display:block;margin:.8em 0;border:1px solid #eee
 .muted{color:#666}.example{margin:.8em 0;padding:.5em .8em;background:#fafafa;border-left:3px solid #4C72B0}
 .example .gt{font-weight:600}.truth{font-weight:700;color:#1a7f37}.warn{color:#a40}
 .plots{display:flex;flex-wrap:wrap;gap:1em}.plots figure{margin:0;flex:1 1 480px}
+figcaption{font-size:1em}.cam-gallery{margin:1.2em 0}.cam-gallery img{width:100%}
+.cam-gallery figcaption{font-size:1.05em;font-weight:600;color:#222}
+.no-plot{font-style:italic;padding:.6em .8em;background:#fafafa;border-left:3px solid #ccc}
 """
 
 _e = html.escape
@@ -48,6 +51,19 @@ def _img(png: bytes, alt: str, caption: str = "") -> str:
     data = base64.b64encode(png).decode("ascii")
     cap = f"<figcaption class='muted'>{_e(caption)}</figcaption>" if caption else ""
     return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">{cap}</figure>'
+
+
+def _no_plot(text: str) -> str:
+    """What stands where a plot would show nothing: a sentence, never an empty box."""
+    return f"<p class='no-plot muted'>{_e(text)}</p>"
+
+
+def one_bar(*per_class: np.ndarray) -> bool:
+    """Whether the per-class accuracies of every array fall into one histogram bar (or
+    there are none): a histogram would then show a single bar."""
+    vals = [np.asarray(a, float) for a in per_class]
+    vals = np.concatenate([v[~np.isnan(v)] for v in vals]) * 100
+    return int(np.count_nonzero(np.histogram(vals, bins=np.linspace(0, 100, 21))[0])) <= 1
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str, num_from: int = 1,
@@ -96,7 +112,8 @@ def _headline(evals: Sequence[EvalResult], names: Sequence[str]) -> str:
 
 def _confused_table(pairs: Sequence[dict[str, Any]], top: int = 20) -> str:
     if not pairs:
-        return "<p class='muted'>No confusions.</p>"
+        return _no_plot("No confusions: every scored video's top-1 class is its true class, "
+                        "so there is no confusion heat map to show.")
     rows = [[f"{p['freq']:.3f}", _e(p["actual"]), _e(p["predicted"]), str(p["count"])]
             for p in pairs[:top]]
     return _table(["Freq", "Actual", "Predicted", "Count"], rows, "confused", num_from=3)
@@ -137,13 +154,18 @@ def _eval_section(ev: EvalResult, name: str, idx: int) -> str:
         parts.append(f"<details class='warn'><summary>{len(unreadable)} unreadable video(s), "
                      f"not scored</summary><ul>{items}</ul></details>")
     parts.append(_cam_block(m.get("cam")))
+    top5 = per_class_arrays(ev.class_names, m)[1]
+    hist = (_no_plot(f"Every class has a top-5 accuracy of about {_pct(np.nanmean(top5))}%, "
+                     "so the histogram of per-class top-5 accuracy would be a single bar.")
+            if one_bar(top5) else
+            _img(_eval_png(ev, "top5_hist"), f"{name}: top-5 histogram",
+                 "Top-5 accuracy distribution per class (cf. the paper's Figures 2-3)"))
     parts.append("<div class='plots'>"
-                 + _img(_eval_png(ev, "per_class"), f"{name}: per-class accuracy")
-                 + _img(_eval_png(ev, "top5_hist"), f"{name}: top-5 histogram",
-                        "Top-5 accuracy distribution per class (cf. the paper's Figures 2-3)")
+                 + _img(_eval_png(ev, "per_class"), f"{name}: per-class accuracy") + hist
                  + "</div>")
     parts.append("<h3>Most confused categories</h3>" + _confused_table(m["most_confused"]))
-    parts.append(_img(_eval_png(ev, "confusion"), f"{name}: confusion heat map"))
+    if m["most_confused"]:  # no confusions: the sentence above, no empty heat map
+        parts.append(_img(_eval_png(ev, "confusion"), f"{name}: confusion heat map"))
     pc = m["per_class"]
     rows = [[_e(c), str(v["n"]), _pct(v["top1"]), _pct(v["top5"])] for c, v in pc.items()]
     parts.append("<details><summary>All classes</summary>"
@@ -163,6 +185,7 @@ def _ranked_table(rows: Sequence[dict[str, Any]], na: str, nb: str, top: int = 1
 
 def _comparison_section(comp: dict[str, Any], pngs: dict[str, bytes]) -> str:
     na, nb = comp["a"]["name"], comp["b"]["name"]
+    empty = _empty_comparison_plots(comp)
     o = comp["overall"]
     rows = [[label, _pct(o[k]["a"]), _pct(o[k]["b"]), _pct(o[k]["diff"], signed=True)]
             for k, label in (("top1", "Top-1"), ("top5", "Top-5"),
@@ -191,8 +214,27 @@ def _comparison_section(comp: dict[str, Any], pngs: dict[str, bytes]) -> str:
     else:
         parts.append("<p class='muted'>No pair is among both models' most confused.</p>")
     parts.append("<div class='plots'>" + "".join(
-        _img(pngs[k], f"{na} vs {nb}: {k}") for k in C.PLOTS if k in pngs) + "</div></section>")
+        _no_plot(empty[k]) if k in empty else _img(pngs[k], f"{na} vs {nb}: {k}")
+        for k in C.PLOTS if k in pngs or k in empty) + "</div></section>")
     return "".join(parts)
+
+
+def _empty_comparison_plots(comp: dict[str, Any]) -> dict[str, str]:
+    """The comparison plots that would show nothing, each with the sentence instead."""
+    pc = comp["per_class"].values()
+    na, nb = comp["a"]["name"], comp["b"]["name"]
+
+    def arr(key: str) -> np.ndarray:
+        return np.array([np.nan if r[key] is None else r[key] for r in pc], float)
+
+    out = {}
+    if one_bar(arr("top5_a"), arr("top5_b")):
+        out["top5_hists"] = (f"{na} and {nb} give every class about the same top-5 accuracy: "
+                             "the histograms would be a single bar.")
+    if not np.nan_to_num(np.concatenate([arr("top1_diff"), arr("top5_diff")])).any():
+        out["differences"] = (f"No class differs between {na} and {nb} in top-1 or top-5 "
+                              "accuracy: there are no per-class differences to plot.")
+    return out
 
 
 def format_top5(probs: np.ndarray, class_names: Sequence[str], k: int = 5) -> str:

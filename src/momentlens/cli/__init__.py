@@ -49,7 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
+    for p in sub.choices.values():
+        p.formatter_class = HelpWithDefaults
     return parser
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the help already says it or there
+    is none to say (a switch, no default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS, []):
+            return text
+        return super()._get_help_string(action) or ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,10 +76,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here for buffered output
+        return status
+    except BrokenPipeError:
+        return _closed_pipe()
     except MomentlensError as exc:
         print(f"momentlens {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"momentlens {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``momentlens models --json | head``): stop quietly,
+    as Unix tools do, with status 141 (128 + SIGPIPE). Later writes, including the
+    interpreter's flush at exit, go to /dev/null instead of raising again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141

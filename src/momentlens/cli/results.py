@@ -7,6 +7,8 @@ import argparse
 
 from momentlens.cli.common import add_layout_args, command
 
+DEVICE_HELP = "auto (CUDA if present), cpu or cuda"
+
 # --------------------------------------------------------------------------- evaluate / predict
 
 
@@ -19,7 +21,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="run folder (its best checkpoint) or model.safetensors")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--split", default="validation")
+    p.add_argument("--split", default="validation", help="split to score")
     p.add_argument("--out", required=True, help="evaluation folder to write")
     p.add_argument("--clips", type=int, default=1, help="clips per video (1 = the paper)")
     p.add_argument("--crops", type=int, default=1, help="crops per clip (1 = centre)")
@@ -32,9 +34,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "frames spread over each video, each from the view centred on it")
     p.add_argument("--no-plots", action="store_true",
                    help="skip the PNG plots (metrics and tables are written as always)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8, help="videos per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_inference_flags(p)
     add_layout_args(p)
     p.set_defaults(func=command("evaluate", "run_evaluate"))
@@ -55,10 +57,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                        "(files, or folders searched recursively).")
     p.add_argument("model", help="run folder, model.safetensors or exported .onnx")
     p.add_argument("videos", nargs="+", help="video files or folders")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--clips", type=int, default=1)
+    p.add_argument("--topk", type=int, default=5, help="classes shown per video")
+    p.add_argument("--clips", type=int, default=None, metavar="N",
+                   help="clips per video, their scores averaged (default: 1, or up to 10 "
+                   "spread evenly over a video longer than 4 clips; the output says which)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--timeline", action="store_true", help="also write OUT/<video>.timeline"
                    ".csv and .png: class probabilities of sliding windows over the whole video")
     p.add_argument("--out", default=".", metavar="DIR", help="with --timeline (default: .)")
@@ -107,7 +111,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         "eager fp32 (also in OUT.parity.json); exit status 1 when they disagree. Needs "
         "pip install 'momentlens[onnx]'.")
     p.add_argument("model", help="run folder (its best checkpoint) or model.safetensors")
-    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="file format")
     p.add_argument("--out", help="file to write (default: RUN/model.onnx)")
     p.add_argument("--data", help="dataset for the parity check (default: the run's own)")
     p.add_argument("--split", default="validation", help="split the parity clips come from")
@@ -143,7 +147,7 @@ def add_cam(sub: argparse._SubParsersAction) -> None:
                    help="map N frames of the model's single evaluation view; by default a "
                    "model whose feature map has fewer time steps than its input (3D) maps N "
                    "frames spread over the whole video, each from the view centred on it")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=command("cam", "run"))
 
 
@@ -180,6 +184,9 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="evaluation folders")
     p.add_argument("--out", required=True, help="output HTML file")
-    p.add_argument("--title", default="momentlens evaluation report")
+    p.add_argument("--title", default="momentlens evaluation report", help="page title")
     p.add_argument("--examples", type=int, default=6, help="example videos to show")
+    p.add_argument("--no-gallery", action="store_true",
+                   help="leave out the CAM gallery (shown for evaluations scored with --cam "
+                   "whose run and data are still there)")
     p.set_defaults(func=command("results", "run_report"))

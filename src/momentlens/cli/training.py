@@ -29,17 +29,17 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out folder that holds one; the old run is "
                    "removed once the new one has its first checkpoint")
-    p.add_argument("--model")
-    p.add_argument("--frames", type=int)
-    p.add_argument("--size", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--model", help="architecture (see momentlens models; default: the recipe's)")
+    p.add_argument("--frames", type=int, help="frames per input (default: the model's)")
+    p.add_argument("--size", type=int, help="crop size in pixels (default: the model's)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="clips per step (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--workers", type=int, help="data loader processes (default: the recipe's)")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--pretrained", help="local weight file (torchvision, 3D-ResNets-PyTorch, ...)")
     p.add_argument("--finetune", help="fc, last_stage or all")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
     p.add_argument("--deterministic", action="store_const", const=True, default=None,
                    help="bit-for-bit reproducible (slower)")
     p.set_defaults(func=command("train", "run"))
@@ -75,6 +75,9 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    p.add_argument("--quick", action="store_true", help="smaller settings for a first look")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true",
+                   help="smaller settings: a look at the pipeline in a few minutes, too short "
+                   "to show the finding")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dataset, the training "
+                   "and the evaluation")
     p.set_defaults(func=command("demo", "run"))

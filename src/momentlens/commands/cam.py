@@ -113,15 +113,23 @@ def map_video(model: nn.Module, meta: dict[str, Any], video: str | os.PathLike[s
 def run(args: argparse.Namespace) -> int:
     """``momentlens cam MODEL VIDEO --out DIR``: load the run, map, print what was written."""
     from momentlens.engine.checkpoint import load_model
+    from momentlens.engine.coverage import reason
     from momentlens.engine.runtime import resolve_device
 
-    print(f"momentlens cam: mapping {args.video} ...", file=sys.stderr)
     if args.topk < 1:  # before the model loads
         raise MomentlensError(f"--topk must be at least 1, got {args.topk}")
+    if not Path(args.video).exists():
+        raise MomentlensError(f"{args.video}: no such file")
     model, meta = load_model(args.model, resolve_device(args.device))
-    result = map_video(model, meta, args.video, args.out, class_name=args.class_name,
-                       topk=args.topk, frames=args.frames, true_class=args.true_class,
-                       sliding=False if args.no_sliding else None)
+    print(f"momentlens cam: mapping {args.video} ...", file=sys.stderr)
+    try:
+        result = map_video(model, meta, args.video, args.out, class_name=args.class_name,
+                           topk=args.topk, frames=args.frames, true_class=args.true_class,
+                           sliding=False if args.no_sliding else None)
+    except MomentlensError:
+        raise  # already one line with the reason (a wrong class name, a decode error)
+    except (OSError, ValueError, RuntimeError) as exc:  # FFmpeg's and numpy's own errors
+        raise MomentlensError(reason(args.video, exc)) from None
     top = "  ".join(f"{n} {p:.3f}" for n, p in result["top5"])
     print(f"top-5: {top}")
     print(f"mapped class: {result['class_name']}; true class: {result['true_class'] or 'unknown'}"

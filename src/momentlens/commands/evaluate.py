@@ -23,13 +23,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Top-k classes of each video; exit status 1 when a video could not be read. With
     ``--timeline`` also the per-window class probabilities of each video (CSV + PNG)."""
-    from momentlens.engine import evaluate as E
+    import json
 
-    if not getattr(args, "timeline", False):
-        results = E.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
-                            device=args.device, precision=args.precision, backend=args.backend)
-    else:
-        results = _predict_with_timeline(args)
+    from momentlens.engine import evaluate as E
+    from momentlens.utils import MomentlensError
+
+    try:
+        if not getattr(args, "timeline", False):
+            results = E.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
+                                device=args.device, precision=args.precision,
+                                backend=args.backend)
+        else:
+            results = _predict_with_timeline(args)
+    except MomentlensError as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"error": " ".join(str(exc).split())}))  # the reason, one line
+        return 2
     print(E.format_predictions(results, as_json=args.json))
     return 1 if any("error" in r for r in results) else 0
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -13,12 +12,42 @@ from pathlib import Path
 import numpy as np
 
 from momentlens.data.decode import open_video
-from momentlens.data.layouts import LAYOUTS, available_splits, scan_split
+from momentlens.data.formats import find_videos
+from momentlens.data.layouts import LAYOUTS, available_splits, no_split_message, scan_split
 from momentlens.data.sampling import segment_indices
 from momentlens.utils import MomentlensError, progress
 
 # Problem kinds a video can have, in report order.
 VIDEO_PROBLEMS = ("unreadable", "zero_frames", "too_short", "odd_fps", "small_size")
+# Frame rates cameras and broadcasters use; ``odd_fps`` is a rate far from all of them.
+STANDARD_FPS = (23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0)
+FPS_TOLERANCE = 0.002  # relative: 30 +- 0.06 fps
+PLAIN = "videos"  # the one "split" of a plain folder of videos (or a single file)
+
+
+def fps_is_odd(fps: float, expected: float | None = None) -> bool:
+    """Whether ``fps`` is far (more than :data:`FPS_TOLERANCE`, relative) from
+    ``expected``, or, without one, from every rate of :data:`STANDARD_FPS`."""
+    rates = (expected,) if expected else STANDARD_FPS
+    return all(abs(fps - r) > FPS_TOLERANCE * r for r in rates)
+
+
+def frame_rate_varies(path: str | os.PathLike[str], spread: float = 0.5) -> bool:
+    """Whether the gaps between a video's frame timestamps vary by more than ``spread``
+    of the typical gap (variable frame rate). Demuxes only: nothing is decoded."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+    except Exception:  # not a container (a frame folder) or unreadable: no timestamps
+        return False
+    gaps = np.diff(np.unique(pts))
+    if len(gaps) < 3:
+        return False
+    typical = float(np.median(gaps))
+    return bool(np.abs(gaps[1:-1] - typical).max(initial=0) > spread * typical)
 
 
 def probe_video(path: str | os.PathLike[str], backend: str = "auto") -> dict:
@@ -26,13 +55,14 @@ def probe_video(path: str | os.PathLike[str], backend: str = "auto") -> dict:
     converted to RGB). Returns ``{path, num_frames, header_frames, fps, height, width,
     error}``; ``error`` is ``None`` for a readable video, else the reason."""
     out: dict = {"path": str(path), "num_frames": 0, "header_frames": 0, "fps": 0.0,
-                 "height": 0, "width": 0, "error": None}
+                 "height": 0, "width": 0, "variable_fps": False, "error": None}
     try:
         with open_video(path, backend, threads=1) as reader:
             out["header_frames"] = reader.num_frames
             out.update(fps=round(reader.fps, 3), height=reader.size[0], width=reader.size[1])
             reader.get_frames([0, reader.num_frames - 1])
             out["num_frames"] = reader.num_frames  # corrected if the header overstated it
+        out["variable_fps"] = Path(path).is_file() and frame_rate_varies(path)
     except Exception as exc:  # every failure is data for the report, never a crash
         out["error"] = str(exc) or type(exc).__name__
     return out
@@ -57,13 +87,13 @@ def _map(fn: Callable, items: Sequence, workers: int, desc: str, unit: str) -> I
     return gen()
 
 
-def _classify(p: dict, min_frames: int, min_size: int, fps: float) -> list[str]:
+def _classify(p: dict, min_frames: int, min_size: int, fps: float | None) -> list[str]:
     if p["error"]:
         return ["zero_frames" if "no frames" in p["error"] else "unreadable"]
     kinds = []
     if p["num_frames"] < min_frames:
         kinds.append("too_short")
-    if fps and abs(p["fps"] - fps) > 0.5:
+    if p.get("variable_fps") or (p["fps"] > 0 and fps_is_odd(p["fps"], fps)):
         kinds.append("odd_fps")
     if min(p["height"], p["width"]) < min_size:
         kinds.append("small_size")
@@ -81,31 +111,39 @@ def check_dataset(root: str | os.PathLike[str], splits: Sequence[str] | None = N
     split, the videos listed, the missing ones (``missing_videos``) and the classes
     with no video listed (``classes_without_videos``).
 
+    ``root`` may also be a plain folder of videos (no layout's files, searched
+    recursively) or a single video file: then every video is probed, with no labels.
+
     Problems: layout/label problems (with ``file:line``), missing videos (except where
     the layout says that is normal: Kinetics, whose missing videos are counted, listed
     and warned about), and per video ``unreadable``, ``zero_frames``, ``too_short``
-    (< ``min_frames`` decodable frames), ``odd_fps`` (more than 0.5 from ``fps``;
-    default the median fps), ``small_size`` (short side < ``min_size`` pixels, the
-    crop). Every video is probed, so every unreadable one is listed (unreadable ones
+    (< ``min_frames`` decodable frames), ``odd_fps`` (a rate far from ``fps`` or, by
+    default, from every rate of :data:`STANDARD_FPS`, or one that varies within the
+    video), ``small_size`` (short side < ``min_size`` pixels, the crop). Every video is probed, so every unreadable one is listed (unreadable ones
     first). Warnings (``report["warnings"]``, not problems): classes with no usable
     training videos and classes with none in validation. Returns the report dict
     (JSON-ready); ``report["ok"]`` is False when a problem was found.
     """
     root = Path(root)
-    splits = list(splits or available_splits(root, layout))
-    if not splits:
-        raise MomentlensError(f"{root}: no dataset split found")
     report: dict = {"root": str(root), "layout": None, "classes": 0, "splits": {},
                     "videos": [], "label_problems": [], "warnings": [],
-                    "settings": {"min_frames": min_frames, "min_size": min_size}}
-    paths, scanned = _scan_splits(root, splits, layout, split_id, report)
+                    "settings": {"min_frames": min_frames, "min_size": min_size,
+                                 "fps": fps or list(STANDARD_FPS)}}
+    plain = plain_videos(root, layout)
+    if plain is not None:
+        paths, scanned = [(PLAIN, p, ()) for p in plain], []
+        report["splits"][PLAIN] = {"videos": len(plain), "missing": 0, "notes": [
+            f"no dataset layout here: checked the {len(plain)} video file(s) themselves "
+            "(no splits, no labels)"]}
+    else:
+        splits = list(splits or available_splits(root, layout))
+        if not splits:
+            raise MomentlensError(no_split_message(root))
+        paths, scanned = _scan_splits(root, splits, layout, split_id, report)
     probes = list(_map(probe_video, [p for _, p, _ in paths], workers, "check", "video"))
-    good_fps = [p["fps"] for p in probes if not p["error"] and p["fps"] > 0]
-    expected = fps if fps is not None else (statistics.median(good_fps) if good_fps else 0.0)
-    report["settings"]["fps"] = expected
     counts: Counter = Counter()
     for (split_name, _, _), probe in zip(paths, probes):
-        kinds = _classify(probe, min_frames, min_size, expected)
+        kinds = _classify(probe, min_frames, min_size, fps)
         counts.update(kinds)
         if kinds or probe["header_frames"] != probe["num_frames"]:
             report["videos"].append({"split": split_name, "problems": kinds, **probe})
@@ -118,6 +156,18 @@ def check_dataset(root: str | os.PathLike[str], splits: Sequence[str] | None = N
     report["probed"] = len(probes)
     report["ok"] = not counts
     return report
+
+
+def plain_videos(root: Path, layout: str = "auto") -> list[Path] | None:
+    """The videos of ``root`` when it is a single video file, or a folder in which no
+    layout finds a split but video files are found (recursively); else ``None``."""
+    if root.is_file():
+        return [root]
+    if not root.exists():
+        raise MomentlensError(f"{root}: no such file or folder")
+    if layout != "auto" or not root.is_dir() or available_splits(root, layout):
+        return None
+    return find_videos(root) or None
 
 
 def _scan_splits(root: Path, splits: Sequence[str], layout: str, split_id: int | None,
@@ -201,8 +251,10 @@ def describe_check(report: dict, limit: int = 20) -> str:
         lines.append(f"  {p['kind']}: {p['where']}: {p['message']}")
     bad = [v for v in report["videos"] if v["problems"]]
     for v in bad[:limit]:
-        detail = v["error"] or (f"{v['num_frames']} frames, {v['fps']} fps, "
-                                f"{v['width']}x{v['height']}")
+        detail = (v["error"] or "").removeprefix(f"{v['path']}: ") or (
+            f"{v['num_frames']} frames, {v['fps']} fps"
+            f"{' (varies within the video)' if v.get('variable_fps') else ''}, "
+            f"{v['width']}x{v['height']}")
         lines.append(f"  {','.join(v['problems'])}: {v['path']}: {detail}")
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more videos (see the JSON report)")
@@ -250,13 +302,11 @@ def dataset_stats(root: str | os.PathLike[str], split: str = "training", max_vid
     frames of up to ``max_videos`` videos spread evenly over the split (deterministic).
     Values on ``[0, 255]`` (``mean_255``, ``std_255``; the ``dataset`` normalisation
     preset takes ``mean_255``) and on ``[0, 1]`` (``mean_01``, ``std_01``)."""
-    sp, _ = scan_split(root, split, layout, split_id)
-    missing = {id(r) for r in sp.missing}
-    records = [r for r in sp.records if id(r) not in missing]
-    if not records:
+    paths, where, split = _stats_videos(Path(root), split, layout, split_id)
+    if not paths:
         raise MomentlensError(f"{root}: split {split!r} has no readable videos")
-    pick = np.unique(np.linspace(0, len(records) - 1, min(max_videos, len(records))).astype(int))
-    jobs = [(str(records[i].path), frames_per_video) for i in pick]
+    pick = np.unique(np.linspace(0, len(paths) - 1, min(max_videos, len(paths))).astype(int))
+    jobs = [(str(paths[i]), frames_per_video) for i in pick]
     total, total_sq, n, used = np.zeros(3), np.zeros(3), 0, 0
     for res in _map(_video_moments, jobs, workers, "stats", "video"):
         if res is not None:
@@ -268,12 +318,26 @@ def dataset_stats(root: str | os.PathLike[str], split: str = "training", max_vid
         raise MomentlensError(f"{root}: none of the {len(jobs)} sampled videos could be read")
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
-    return {"root": str(sp.root), "split": sp.name, "videos": used, "skipped": len(jobs) - used,
+    return {"root": where, "split": split, "videos": used, "skipped": len(jobs) - used,
             "frames_per_video": frames_per_video, "pixels": int(n),
             "mean_255": [round(float(v), 4) for v in mean],
             "std_255": [round(float(v), 4) for v in std],
             "mean_01": [round(float(v) / 255, 6) for v in mean],
             "std_01": [round(float(v) / 255, 6) for v in std]}
+
+
+def _stats_videos(root: Path, split: str, layout: str, split_id: int | None
+                  ) -> tuple[list[Path], str, str]:
+    """(video paths, root, split name) for :func:`dataset_stats`: a split's videos on
+    disk, or those of a plain folder or single file (:func:`plain_videos`)."""
+    plain = plain_videos(root, layout)
+    if plain is not None:
+        return plain, str(root), PLAIN
+    if root.is_dir() and not available_splits(root, layout):
+        raise MomentlensError(no_split_message(root))
+    sp, _ = scan_split(root, split, layout, split_id)
+    missing = {id(r) for r in sp.missing}
+    return [r.path for r in sp.records if id(r) not in missing], str(sp.root), sp.name
 
 
 def describe_stats(stats: dict) -> str:

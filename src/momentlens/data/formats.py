@@ -29,3 +29,16 @@ def is_video_file(path: str | os.PathLike[str]) -> bool:
 def is_frame_folder(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a folder holding a first frame ``image_00001.jpg``."""
     return (Path(path) / FRAME_PATTERN.format(1)).is_file()
+
+
+def find_videos(root: str | os.PathLike[str]) -> list[Path]:
+    """Video files (by suffix) and JPEG frame folders under ``root``, searched
+    recursively, sorted; hidden files are skipped."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        frames = [d for d in dirnames if is_frame_folder(here / d)]
+        found += [here / d for d in frames]
+        dirnames[:] = sorted(d for d in dirnames if d not in frames and not d.startswith("."))
+        found += [here / f for f in filenames if is_video_file(f) and not f.startswith(".")]
+    return sorted(found)

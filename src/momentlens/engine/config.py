@@ -227,16 +227,17 @@ def list_recipes() -> list[str]:
 
 def resolve_recipe(path: str | os.PathLike[str]) -> Path:
     """``path`` when it is a file; else a shipped recipe of that name, with or without
-    the ``configs/`` prefix (``synth/r3d_tiny.yaml``, ``configs/mit_mini/r2d50_4f.yaml``)
+    the ``configs/`` prefix and the ``.yaml`` suffix (``synth/r3d_tiny.yaml``, ``configs/mit_mini/r2d50_4f.yaml``)
     so that a recipe named as in the README works from any folder."""
     p = Path(path)
-    if p.is_file():
-        return p
-    parts = p.parts[1:] if p.parts[:1] == ("configs",) else p.parts
-    if parts and not p.is_absolute() and ".." not in parts:
-        shipped = RECIPES_DIR.joinpath(*parts)
-        if shipped.is_file():
-            return shipped
+    for q in (p, p.with_name(p.name + ".yaml")) if p.suffix not in (".yaml", ".yml") else (p,):
+        if q.is_file():
+            return q
+        parts = q.parts[1:] if q.parts[:1] == ("configs",) else q.parts
+        if parts and not q.is_absolute() and ".." not in parts:
+            shipped = RECIPES_DIR.joinpath(*parts)
+            if shipped.is_file():
+                return shipped
     raise MomentlensError(f"config file {p} not found (shipped recipes: "
                           f"{', '.join(list_recipes())})")
 

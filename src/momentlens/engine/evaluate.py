@@ -8,9 +8,11 @@ reports (top-1/top-5, per-class accuracy, most-confused pairs) is computed by
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from momentlens.data.dataset import VideoDataset
 from momentlens.data.formats import VIDEO_SUFFIXES
 from momentlens.data.layout import Split, load_split
 from momentlens.data.transforms import CropGeometry, resized_crop
+from momentlens.engine import coverage
 from momentlens.engine.inference import (
     InferencePath,
     Normalizer,
@@ -133,9 +136,9 @@ def evaluate(
     if clips < 1 or crops < 1:
         raise MomentlensError("--clips and --crops must be at least 1")
     model, meta, fast = load_for_inference(model_path, device, precision, backend)
-    if cam and not hasattr(model, "forward_features"):
-        raise MomentlensError("--cam needs the torch backend (an ONNX file has no feature maps)")
     the_split = load_split(data, split, layout, split_id=split_id)
+    if cam:  # before the output folder exists: nothing left behind
+        _cam_possible(model, the_split)
     out = Path(out_dir)
     dataset = _views_dataset(model.input_spec, len(meta["classes"]), the_split.records, clips,
                              crops, quarantine=_fresh_quarantine(out))
@@ -178,6 +181,20 @@ def _scored(scores: Scores, failed: Any, the_split: Split, classes: list[str]
     paths = [_rel(r.path, root) for r in records]
     unreadable = sorted(_rel(the_split.records[i].path, root) for i in failed)
     return labels, records, paths, unreadable, scores.clip_probs[keep]
+
+
+def _cam_possible(model: torch.nn.Module, the_split: Split) -> None:
+    """``--cam`` needs feature maps (the torch backend) and the dataset's ``boxes.json``
+    to score them against: refuse at once without either."""
+    from momentlens.cam.localize import BOXES_FILE
+
+    if not hasattr(model, "forward_features"):
+        raise MomentlensError("--cam needs the torch backend (an ONNX file has no feature maps)")
+    if not (Path(the_split.root) / BOXES_FILE).is_file():
+        raise MomentlensError(
+            f"--cam scores the maps against {the_split.root}/{BOXES_FILE} (a box per object "
+            "and frame, as `momentlens synth` writes), which this dataset does not have; "
+            "evaluate without --cam, and map single videos with `momentlens cam`")
 
 
 def _fresh_quarantine(out: Path) -> Path:
@@ -233,8 +250,9 @@ def collect_videos(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def predict(model_path: str | Path, inputs: Sequence[str | Path], topk: int = 5,
-            clips: int = 1, device: str = "auto", batch_size: int = 4, workers: int = 0,
-            precision: str = "auto", backend: str = "auto") -> list[dict[str, Any]]:
+            clips: int | None = None, device: str = "auto", batch_size: int = 4,
+            workers: int = 0, precision: str = "auto", backend: str = "auto"
+            ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each video (unreadable ones get an ``error``);
     ``precision`` / ``backend``: :func:`~momentlens.engine.inference.load_for_inference`."""
     model, meta, fast = load_for_inference(model_path, device, precision, backend)
@@ -243,36 +261,78 @@ def predict(model_path: str | Path, inputs: Sequence[str | Path], topk: int = 5,
 
 
 def predict_loaded(model: torch.nn.Module, meta: dict[str, Any], fast: InferencePath,
-                   videos: Sequence[Path], topk: int = 5, clips: int = 1, batch_size: int = 4,
-                   workers: int = 0) -> list[dict[str, Any]]:
+                   videos: Sequence[Path], topk: int = 5, clips: int | None = None,
+                   batch_size: int = 4, workers: int = 0) -> list[dict[str, Any]]:
     """:func:`predict` with a model already loaded (``momentlens.load`` shares it, so the
-    API returns exactly what ``momentlens predict --json`` prints)."""
+    API returns exactly what ``momentlens predict --json`` prints).
+
+    ``clips``: clips per video; ``None`` chooses per video (:mod:`.coverage`). Each result
+    has ``top`` and ``scored`` (what was looked at), ``warnings`` when the video is
+    shorter than one clip, or ``error``: the reason in one line."""
+    spec, classes = model.input_spec, meta["classes"]
+    out: list[dict[str, Any]] = [{"video": str(v)} for v in videos]
+    groups: dict[int, list[int]] = {}
+    plans = {}
+    for i, video in enumerate(videos):
+        try:
+            plans[i] = coverage.plan_video(video, spec, clips)
+        except Exception as exc:  # noqa: BLE001 - every failure is a one-line result
+            out[i]["error"] = coverage.reason(video, exc)
+            continue
+        groups.setdefault(plans[i].clips, []).append(i)
+    for n, members in groups.items():
+        probs, errors = _score_group(model, meta, fast, [videos[i] for i in members], n,
+                                     batch_size, workers)
+        for j, i in enumerate(members):
+            if j in errors:
+                out[i]["error"] = errors[j]
+                continue
+            order = np.argsort(-probs[j], kind="stable")[:min(topk, len(classes))]
+            out[i]["top"] = [{"class": classes[c], "prob": round(float(probs[j][c]), 6)}
+                             for c in order]
+            out[i]["scored"] = coverage.scored(plans[i], spec)
+            warning = coverage.short_warning(plans[i], spec)
+            if warning:
+                out[i]["warnings"] = [warning]
+    return out
+
+
+def _score_group(model: torch.nn.Module, meta: dict[str, Any], fast: InferencePath,
+                 videos: Sequence[Path], clips: int, batch_size: int, workers: int
+                 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Video probabilities (by position) of videos scored with ``clips`` clips each, and
+    the one-line reason of each that failed while decoding."""
     from momentlens.data.layout import VideoRecord
 
     records = [VideoRecord(path=Path(v).resolve(), label=0, extra={}) for v in videos]
     dataset = _views_dataset(model.input_spec, len(meta["classes"]), records, clips, 1)
-    if len(videos) == 1:
-        scores = _one(model, dataset, fast)
-    else:
-        with torch.inference_mode():
-            scores = score_dataset(model, dataset, fast.device,
-                                   fast.normalizer(model, model.input_spec),
-                                   batch_size=batch_size, workers=workers, amp=fast.dtype,
-                                   desc="predict")
-    failed = dataset.failed_indices()
-    classes = meta["classes"]
-    k = min(topk, len(classes))
-    out = []
-    for i, probs in zip(scores.indices, scores.video_probs):
-        entry: dict[str, Any] = {"video": str(videos[i])}
-        if i in failed:
-            entry["error"] = "unreadable video (see the warning above)"
+    with _quiet_substitutes():
+        if len(videos) == 1:
+            scores = _one(model, dataset, fast)
         else:
-            order = np.argsort(-probs, kind="stable")[:k]
-            entry["top"] = [{"class": classes[j], "prob": round(float(probs[j]), 6)}
-                            for j in order]
-        out.append(entry)
-    return out
+            with torch.inference_mode():
+                scores = score_dataset(model, dataset, fast.device,
+                                       fast.normalizer(model, model.input_spec),
+                                       batch_size=batch_size, workers=workers, amp=fast.dtype,
+                                       desc="predict")
+    reasons = {e.get("path"): e.get("reason", "") for e in dataset._read_quarantine()}
+    errors = {i: coverage.reason(videos[i], Exception(reasons.get(str(records[i].path), "")
+                                                       or "decoding failed"))
+              for i in dataset.failed_indices()}
+    return dict(zip((int(i) for i in scores.indices), scores.video_probs)), errors
+
+
+@contextlib.contextmanager
+def _quiet_substitutes() -> Iterator[None]:
+    """Silence the dataset's training-time warning (a zero clip replaces an unreadable
+    video): ``predict`` reports the reason in the video's own result instead."""
+    logger = logging.getLogger("momentlens.data.dataset")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _one(model: torch.nn.Module, dataset: MultiViewDataset, fast: InferencePath) -> Scores:
@@ -291,11 +351,14 @@ def format_predictions(results: list[dict[str, Any]], as_json: bool = False) -> 
     lines = []
     for r in results:
         if "error" in r:
-            lines.append(f"{r['video']}: {r['error']}")
+            lines.append(f"{r['video']}: error: {r['error']}")
         else:
             tops = " ".join(f"{n}: {t['class']} ({t['prob']:.3f})"
                             for n, t in enumerate(r["top"], start=1))
             lines.append(f"{r['video']}\n  {tops}")
+            if "scored" in r:
+                lines.append(f"  {r['scored']['text']}")
+            lines += [f"  warning: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)
 
 

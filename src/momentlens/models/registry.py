@@ -42,7 +42,10 @@ def list_models() -> list[str]:
     """Names of all registered models: family by family (``_FAMILY_MODULES`` order), each
     in registration order."""
     _load_families()
-    return list(_MODELS)
+    rank = {m: i for i, m in enumerate(_FAMILY_MODULES)}
+    names = list(_MODELS)  # registration order follows import order: sort by family
+    return sorted(names, key=lambda n: (rank.get(getattr(_MODELS[n], "__module__", ""),
+                                                 len(rank)), names.index(n)))
 
 
 def get_builder(name: str) -> Callable[..., Any]:

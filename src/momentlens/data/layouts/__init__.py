@@ -52,7 +52,7 @@ from momentlens.data.layouts.mit import CATEGORIES_FILE, MIT_CSV, load_classes
 
 __all__ = ["CATEGORIES_FILE", "LAYOUTS", "MIT_CSV", "LayoutError", "Problem", "Split",
            "VideoRecord", "available_splits", "detect_layout", "is_multi_label",
-           "load_classes", "load_split", "load_training_split", "resolve_video",
+           "load_classes", "load_split", "load_training_split", "no_split_message", "resolve_video",
            "scan_split"]
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,34 @@ def detect_layout(root: str | os.PathLike[str], split: str = "training") -> str:
         return "csv"
     if (root / split).is_dir():
         return "folders"
-    raise LayoutError(
-        f"{root}: no split {split!r} found (looked for the files of the MiT, M-MiT, SSv2, "
-        f"Kinetics, UCF101 and HMDB51 releases, {split}.csv and a {split}/ folder of class "
-        "folders)")
+    raise LayoutError(no_split_message(root, split))
+
+
+# The smallest dataset of each layout: (layout, files), one file a line.
+LAYOUT_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("mit", "moments_categories.txt (jumping), trainingSet.csv "
+            "(jumping/a.mp4,jumping,3,0), training/jumping/a.mp4"),
+    ("mmit", "the same files, rows of class indices: trainingSet.csv (jumping/a.mp4,0,2)"),
+    ("ssv2", "something-something-v2-labels.json ({\"Pushing something\": \"0\"}), "
+             "something-something-v2-train.json ([{\"id\": \"1\", \"template\": "
+             "\"Pushing [something]\"}]), 20bn-something-something-v2/1.webm"),
+    ("kinetics", "train.csv (label,youtube_id,time_start,time_end,split / "
+                 "jumping,abc,0,10,train), train/abc_000000_000010.mp4"),
+    ("ucf101", "ucfTrainTestlist/classInd.txt (1 Jumping), ucfTrainTestlist/trainlist01.txt "
+               "(Jumping/v_a.avi 1), UCF-101/Jumping/v_a.avi"),
+    ("hmdb51", "testTrainMulti_7030_splits/jump_test_split1.txt (a.avi 1), jump/a.avi"),
+    ("csv", "training.csv (videos/a.mp4,jumping), videos/a.mp4"),
+    ("folders", "training/jumping/a.mp4"),
+)
+
+
+def no_split_message(root: str | os.PathLike[str], split: str | None = None) -> str:
+    """The one wording (``check``, ``stats``, ``train``, ``evaluate``) for a folder in
+    which no layout finds a split: the layouts known, with the smallest example of each."""
+    what = f"no split {split!r}" if split else "no dataset split"
+    lines = [f"{root}: {what} found; the layouts momentlens reads (smallest example of each):"]
+    lines += [f"  {name}: {files}" for name, files in LAYOUT_EXAMPLES]
+    return "\n".join(lines)
 
 
 def _reader(layout: str) -> Reader:
