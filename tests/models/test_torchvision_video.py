@@ -204,3 +204,34 @@ def test_a_run_from_a_torchvision_file_records_its_options_and_norm(arch, small_
     again.load_state_dict(model.state_dict())
     if arch == "r3d_18":
         assert {k: meta["options"][k] for k in R3D_TV} == R3D_TV
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from momentlens.data import synth
+
+    out = tmp_path_factory.mktemp("tv_data") / "d"
+    synth.generate(out, train_per_class=2, val_per_class=1, size=32, num_frames=8, workers=1,
+                   classes=["ring", "falling", "rising"])
+    return out
+
+
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_train_from_each_file_on_the_command_line(arch, small_files, tiny_data, tmp_path):
+    import json
+
+    from momentlens.cli import main
+
+    run = tmp_path / "run"
+    rc = main(["train", "--model", MODELS[arch], "--pretrained", str(small_files[arch][1]),
+               "--data", str(tiny_data), "--out", str(run), "--finetune", "last_stage",
+               "--frames", "4", "--size", "32", "--epochs", "1", "--batch-size", "3",
+               "--workers", "0", "--device", "cpu", "--set", f"width={1 / SMALL}"])
+    assert rc == 0
+    assert json.loads((run / "input.json").read_text())["norm"] == "kinetics_tv"
+    if arch == "r3d_18":  # and, without a file, the same options from --set
+        rc = main(["train", "--model", "r3d18", "--data", str(tiny_data),
+                   "--out", str(tmp_path / "set"), "--frames", "4", "--size", "32",
+                   "--epochs", "1", "--batch-size", "3", "--workers", "0", "--device", "cpu",
+                   "--set", "width=0.125", "--set", "conv1_t_size=3", "--set", "no_max_pool=true"])
+        assert rc == 0
