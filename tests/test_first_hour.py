@@ -107,6 +107,11 @@ def test_3_predict_says_how_much_it_looked_at(clips, model, capsys):
     long = json.loads(capsys.readouterr().out)[0]
     assert long["scored"]["clips"] == 10 and long["scored"]["auto"]
     assert long["scored"]["video_s"] == 16.0 and "spread over 16.0 s" in long["scored"]["text"]
+    # The Python API chooses the same clips, so it returns what the CLI printed.
+    import momentlens
+
+    api = momentlens.load(model, device="cpu").predict(clips["long"], topk=len(long["top"]))
+    assert api == [(t["class"], t["prob"]) for t in long["top"]]
     assert main(["predict", str(model), str(clips["long"]), "--clips", "1"]) == 0
     out = capsys.readouterr().out
     assert "scored 1 clip of 0.6 s out of 16.0 s; use --clips N or --timeline" in out

@@ -76,15 +76,16 @@ class Classifier:
             raise ValueError(f"expected clips (B, 3, T, H, W), got shape {tuple(clips.shape)}")
         return self.fast(self.model, clips.float())
 
-    def predict(self, video: str | os.PathLike[str], topk: int = 5, clips: int = 1
+    def predict(self, video: str | os.PathLike[str], topk: int = 5, clips: int | None = None
                 ) -> list[tuple[str, float]]:
         """``[(class, probability), ...]`` of one video, best first: the values
-        ``momentlens predict --json`` prints. An unreadable video raises
-        :class:`~momentlens.utils.MomentlensError`."""
+        ``momentlens predict --json`` prints. ``clips``: clips scored per video; ``None``
+        chooses as ``predict`` does (several evenly spread clips for a long video). An
+        unreadable video raises :class:`~momentlens.utils.MomentlensError`."""
         return self._results([video], topk, clips, batch_size=1)[0]
 
     def predict_many(self, videos: Sequence[str | os.PathLike[str]], topk: int = 5,
-                     clips: int = 1, batch_size: int = 4, workers: int = 0
+                     clips: int | None = None, batch_size: int = 4, workers: int = 0
                      ) -> list[list[tuple[str, float]] | None]:
         """:meth:`predict` of each video, batched (``batch_size`` videos a forward pass,
         a progress bar on the terminal); ``None`` for a video that could not be read."""
@@ -96,7 +97,7 @@ class Classifier:
                                  topk=topk, clips=clips, batch_size=batch_size, workers=workers)
         return [_pairs(r) if "top" in r else None for r in results]
 
-    def _results(self, videos: Sequence[Any], topk: int, clips: int, batch_size: int
+    def _results(self, videos: Sequence[Any], topk: int, clips: int | None, batch_size: int
                  ) -> list[list[tuple[str, float]]]:
         from momentlens.engine.evaluate import predict_loaded
 
