@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +120,30 @@ def csv_rows(path: Path, notes: list[str]) -> Iterable[tuple[int, list[str]]]:
     for lineno, line in enumerate(read_lines(path, notes), start=1):
         if line.strip():
             yield lineno, [f.strip() for f in next(csv.reader([line]))]
+
+
+def listed_rows(path: Path, notes: list[str], problems: list[Problem], expected: str,
+                skip: Callable[[int, list[str]], bool] | None = None
+                ) -> Iterable[tuple[int, str, list[str]]]:
+    """The CSV rows of a video list that name a video not listed before:
+    ``(line number, "file:line", fields)``. A row without a path and one more field is a
+    ``malformed`` problem (``expected`` says what a row looks like), a path listed twice a
+    ``duplicate``; ``skip(lineno, fields)`` drops rows such as a header."""
+    seen: dict[str, int] = {}
+    for lineno, fields in csv_rows(path, notes):
+        where = f"{path}:{lineno}"
+        if skip is not None and skip(lineno, fields):
+            continue
+        if len(fields) < 2 or not fields[0]:
+            problems.append(Problem("malformed", where,
+                                    f"expected {expected}, got {','.join(fields)!r}"))
+            continue
+        if fields[0] in seen:
+            problems.append(Problem("duplicate", where,
+                                    f"{fields[0]} already listed on line {seen[fields[0]]}"))
+            continue
+        seen[fields[0]] = lineno
+        yield lineno, where, fields
 
 
 def text_rows(path: Path, notes: list[str]) -> Iterable[tuple[int, list[str]]]:

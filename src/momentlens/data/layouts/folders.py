@@ -25,6 +25,7 @@ from momentlens.data.layouts.common import (
     class_folders,
     csv_rows,
     is_int,
+    listed_rows,
     no_split_id,
 )
 from momentlens.data.layouts.mit import CATEGORIES_FILE, load_classes
@@ -56,20 +57,9 @@ def read_csv(root: Path, split: str, split_id: int | None, notes: list[str],
     classes = _known_classes(root) or _classes_from_labels(source)
     index = {c: i for i, c in enumerate(classes)}
     records: list[VideoRecord] = []
-    seen: dict[str, int] = {}
-    for lineno, fields in csv_rows(source, notes):
-        where = f"{source}:{lineno}"
-        if _is_header(lineno, fields):
-            continue
-        if len(fields) < 2 or not fields[0]:
-            problems.append(Problem("malformed", where,
-                                    f"expected 'path,label', got {','.join(fields)!r}"))
-            continue
+    for lineno, where, fields in listed_rows(source, notes, problems, "'path,label'",
+                                             skip=_is_header):
         rel, label = fields[0], fields[1]
-        if rel in seen:
-            problems.append(Problem("duplicate", where, f"{rel} already listed on line {seen[rel]}"))
-            continue
-        seen[rel] = lineno
         idx = index.get(label)
         if idx is None and is_int(label) and int(label) < len(classes):
             idx = int(label)

@@ -23,6 +23,7 @@ from momentlens.data.layouts.common import (
     VideoRecord,
     csv_rows,
     is_int,
+    listed_rows,
     no_split_id,
     summarise,
 )
@@ -158,18 +159,9 @@ def read(root: Path, split: str, split_id: int | None, notes: list[str],
                           "--layout mmit")
     index = {c: i for i, c in enumerate(classes)}
     records: list[VideoRecord] = []
-    seen: dict[str, int] = {}
-    for lineno, fields in csv_rows(source, notes):
-        where = f"{source}:{lineno}"
-        if len(fields) < 2 or not fields[0]:
-            problems.append(Problem("malformed", where, "expected '<class>/<file>.mp4,<label>,"
-                                    f"<agree>,<disagree>', got {','.join(fields)!r}"))
-            continue
+    expected = "'<class>/<file>.mp4,<label>,<agree>,<disagree>'"
+    for lineno, where, fields in listed_rows(source, notes, problems, expected):
         rel, label = fields[0], fields[1]
-        if rel in seen:
-            problems.append(Problem("duplicate", where, f"{rel} already listed on line {seen[rel]}"))
-            continue
-        seen[rel] = lineno
         idx = _label_index(label, classes, index)
         if idx is None:
             problems.append(Problem("unknown_label", where, f"unknown label {label!r}"))

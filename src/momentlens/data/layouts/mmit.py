@@ -20,8 +20,8 @@ from momentlens.data.layouts.common import (
     Parsed,
     Problem,
     VideoRecord,
-    csv_rows,
     is_int,
+    listed_rows,
     no_split_id,
 )
 from momentlens.data.layouts.mit import CATEGORIES_FILE, csv_path, load_classes
@@ -57,18 +57,9 @@ def read(root: Path, split: str, split_id: int | None, notes: list[str],
                           f"{source.name})")
     classes = load_classes(root)
     records: list[VideoRecord] = []
-    seen: dict[str, int] = {}
-    for lineno, fields in csv_rows(source, notes):
-        where = f"{source}:{lineno}"
-        if len(fields) < 2 or not fields[0]:
-            problems.append(Problem("malformed", where, "expected '<path>,<index>[,<index>"
-                                    f"...]', got {','.join(fields)!r}"))
-            continue
+    for lineno, where, fields in listed_rows(source, notes, problems,
+                                             "'<path>,<index>[,<index>...]'"):
         rel = fields[0]
-        if rel in seen:
-            problems.append(Problem("duplicate", where, f"{rel} already listed on line {seen[rel]}"))
-            continue
-        seen[rel] = lineno
         labels, problem = _labels(fields, len(classes), where)
         if problem is not None:
             problems.append(problem)
