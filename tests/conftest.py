@@ -119,3 +119,17 @@ def _write_model_file(folder: Path, classes: list[str], seed: int, **settings: o
 @pytest.fixture(scope="session")
 def write_model_file():
     return _write_model_file
+
+
+@pytest.fixture(scope="session")
+def media():
+    """``tests/first_hour_files.py``: writers of real media files of odd kinds (portrait,
+    long, short, audio-only, WebM, AVI, variable frame rate). tests/ is not a package,
+    so the module is loaded by path, here, once."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "momentlens_first_hour_files", Path(__file__).with_name("first_hour_files.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

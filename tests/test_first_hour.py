@@ -20,26 +20,13 @@ import pytest
 from momentlens.cli import build_parser, main
 from momentlens.data import check, synth
 
-
-def _load_helpers():  # noqa: ANN202
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "momentlens_first_hour_files", Path(__file__).with_name("first_hour_files.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-F = _load_helpers()  # tests/ is not a package: the helper module is loaded by path
-
 CLASSES = ["ring", "square", "falling", "rising"]
 ENV = {**os.environ, "MOMENTLENS_QUIET": "1"}
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    return F.newcomer_folder(tmp_path_factory.mktemp("fh") / "clips")
+def clips(tmp_path_factory, media) -> dict[str, Path]:
+    return media.newcomer_folder(tmp_path_factory.mktemp("fh") / "clips")
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +72,14 @@ def test_2_odd_fps_is_judged_against_the_standard_rates(fps, odd):
     assert check.fps_is_odd(fps) is odd
 
 
-def test_2_mixed_standard_rates_are_fine_a_variable_rate_is_not(tmp_path):
+def test_2_mixed_standard_rates_are_fine_a_variable_rate_is_not(tmp_path, media):
     root = tmp_path / "mixed"
     root.mkdir()
     for i, fps in enumerate((25, 25, 29.97, 29.97)):
-        F.write_with(root / f"v{i}.mp4", "libx264", "mp4", F.frames(20), fps=fps)
+        media.write_with(root / f"v{i}.mp4", "libx264", "mp4", media.frames(20), fps=fps)
     report = check.check_dataset(root, workers=1, min_size=16)
     assert report["ok"], report["videos"]  # the median (27.485) is no longer the yardstick
-    F.write_with(root / "vfr.mp4", "libx264", "mp4", F.frames(30), fps=25,
+    media.write_with(root / "vfr.mp4", "libx264", "mp4", media.frames(30), fps=25,
                  pts=[i if i < 15 else 15 + 3 * (i - 15) for i in range(30)])
     report = check.check_dataset(root, workers=1, min_size=16)
     assert [Path(v["path"]).name for v in report["videos"] if v["problems"]] == ["vfr.mp4"]

@@ -17,30 +17,17 @@ from momentlens.analysis.evalio import write_evaluation
 from momentlens.cli import main
 from momentlens.data import synth
 
-
-def _load_helpers():  # noqa: ANN202
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "momentlens_first_hour_files", Path(__file__).with_name("first_hour_files.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-F = _load_helpers()  # tests/ is not a package: the helper module is loaded by path
-
 CLASSES = ["ring", "square", "falling", "rising"]
 
 
-def test_the_first_hour(tmp_path, write_model_file, capsys, monkeypatch):
+def test_the_first_hour(tmp_path, write_model_file, capsys, monkeypatch, media):
     monkeypatch.setenv("MOMENTLENS_CACHE_DIR", str(tmp_path / "cache"))
     run = write_model_file(tmp_path / "run", CLASSES, 0, model="r3d10", frames=8, size=32,
                            width=0.125, stride=2)
     clips = tmp_path / "my_clips"
     clips.mkdir()
-    F.write_with(clips / "holiday.mp4", "libx264", "mp4", F.frames(400, 48, 64), fps=25)
-    F.write_with(clips / "phone.webm", "libvpx-vp9", "webm", F.frames(20, 64, 32), fps=30)
+    media.write_with(clips / "holiday.mp4", "libx264", "mp4", media.frames(400, 48, 64), fps=25)
+    media.write_with(clips / "phone.webm", "libvpx-vp9", "webm", media.frames(20, 64, 32), fps=30)
     # 1. check a plain folder of clips
     assert main(["check", str(clips), "--workers", "1", "--min-size", "16"]) == 0
     out = capsys.readouterr().out
