@@ -83,7 +83,7 @@ def test_mmit_two_objects_two_labels(mit_synth, tmp_path):
     assert pairs and len(pairs) < len(split) and all(a != b for a, b in (r.labels for r in pairs))
 
 
-def test_ssv2_end_to_end_and_mmit_training_refused(mit_synth, tmp_path, capsys):
+def test_ssv2_end_to_end(mit_synth, tmp_path, capsys):
     root = converted(mit_synth, tmp_path, "ssv2")
     assert {p.suffix for p in (root / "20bn-something-something-v2").iterdir()} == {".webm"}
     assert main(["check", str(root), "--workers", "1", "--min-size", "16",
@@ -101,9 +101,6 @@ def test_ssv2_end_to_end_and_mmit_training_refused(mit_synth, tmp_path, capsys):
     with open(ev / "predictions.csv", newline="") as fh:
         got = {row["path"]: row["label"] for row in csv.DictReader(fh)}
     assert got == truth
-    mmit = converted(mit_synth, tmp_path, "mmit")
-    assert main(["train", "--data", str(mmit), "--out", str(tmp_path / "m"), *tiny]) == 2
-    assert "multi-label training is not supported yet (issue 17)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("layout", ["mmit", "ssv2", "kinetics", "ucf101", "hmdb51"])

@@ -1,5 +1,7 @@
 """Comparing two evaluations of the same classes: per-class differences, shared
 confusions and a paired McNemar test of top-1 correctness (section 5.4 of the paper).
+Two multi-label evaluations (M-MiT) are compared by per-class AP differences and a
+paired bootstrap of mAP (:func:`momentlens.analysis.multilabel.bootstrap_map`) instead.
 
 All differences are **B - A**: positive means the second evaluation is better.
 """
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from momentlens.analysis import metrics as M
+from momentlens.analysis import multilabel as ML
 from momentlens.analysis.evalio import EvalResult, per_class_arrays, read_evaluation
 from momentlens.utils import MomentlensError, write_text_atomic
 
@@ -55,7 +58,9 @@ def _paired(a: EvalResult, b: EvalResult) -> tuple[np.ndarray, np.ndarray, dict[
     ia = {p: i for i, p in enumerate(a.paths)}
     idx_a = np.array([ia[p] for p in common], dtype=np.int64)
     idx_b = np.array([ib[p] for p in common], dtype=np.int64)
-    bad = [p for p, i, j in zip(common, idx_a, idx_b) if a.labels[i] != b.labels[j]]
+    bad = [p for p, i, j in zip(common, idx_a, idx_b) if a.labels[i] != b.labels[j]
+           or (a.targets is not None and b.targets is not None
+               and not np.array_equal(a.targets[i], b.targets[j]))]
     if bad:
         raise MomentlensError(f"{len(bad)} video(s) have different labels in {a.dir} and "
                               f"{b.dir}, e.g. {bad[0]}")
@@ -102,6 +107,8 @@ def compute_comparison(
     a, b = _as_eval(eval_a), _as_eval(eval_b)
     _check_classes(a, b)
     na, nb = _names(a, b, name_a, name_b)
+    if a.multi_label or b.multi_label:
+        return _multilabel_comparison(a, b, na, nb)
     names = a.class_names
     a1, a5, an = per_class_arrays(names, a.metrics)
     b1, b5, bn = per_class_arrays(names, b.metrics)
@@ -136,6 +143,53 @@ def compute_comparison(
                           "top1_diff": _none(b1[i] - a1[i]),
                           "top5_a": _none(a5[i]), "top5_b": _none(b5[i]),
                           "top5_diff": _none(b5[i] - a5[i])}
+                      for i, n in enumerate(names)},
+        "plots": dict(PLOTS),
+    }
+
+
+def _multilabel_comparison(a: EvalResult, b: EvalResult, na: str, nb: str) -> dict[str, Any]:
+    """:func:`compute_comparison` of two multi-label evaluations: overall top-1/top-5/mAP,
+    ``bootstrap_map`` (paired, B - A), classes ranked by AP difference (``a_better`` /
+    ``b_better`` under ``ap``), shared "predicted in place of a missing label" pairs."""
+    if a.targets is None or b.targets is None:
+        raise MomentlensError(f"{a.dir if a.targets is None else b.dir} is not a multi-label "
+                              "evaluation: a multi-label one is compared only with another")
+    names = a.class_names
+    idx_a, idx_b, counts = _paired(a, b)
+    per: dict[str, dict[str, np.ndarray]] = {}
+    for side, ev in (("a", a), ("b", b)):
+        pc = ev.metrics["per_class"]
+        per[side] = {k: np.array([np.nan if pc[n].get(k) is None else pc[n][k] for n in names],
+                                 float) for k in ("ap", "top1", "top5", "n")}
+    n_min = np.minimum(per["a"]["n"], per["b"]["n"])
+    overall = {}
+    for key in ("top1", "top5", "mean_class_top1", "map_macro", "map_micro"):
+        va, vb = a.metrics.get(key), b.metrics.get(key)
+        overall[key] = {"a": va, "b": vb, "diff": None if va is None or vb is None else vb - va}
+    test = ML.bootstrap_map(a.probs[idx_a], b.probs[idx_b], a.targets[idx_a])
+    shared = {(r["actual"], r["predicted"]): r for r in a.metrics["most_confused"]}
+    return {
+        "a": {"name": na, "folder": a.dir.name, "model": a.metrics.get("model"),
+              "num_videos": len(a.paths)},
+        "b": {"name": nb, "folder": b.dir.name, "model": b.metrics.get("model"),
+              "num_videos": len(b.paths)},
+        "num_classes": len(names), "multi_label": True, "difference": "b - a",
+        "overall": overall, "bootstrap_map": {**test, **counts},
+        **{side: {k: _ranked(names, per["a"][k], per["b"][k], n_min, sign)
+                  for k in ("ap", "top1", "top5")}
+           for side, sign in (("a_better", -1), ("b_better", +1))},
+        "shared_confusions": sorted(
+            ({"actual": r["actual"], "predicted": r["predicted"],
+              "freq_a": shared[(r["actual"], r["predicted"])]["freq"], "freq_b": r["freq"],
+              "count_a": shared[(r["actual"], r["predicted"])]["count"], "count_b": r["count"]}
+             for r in b.metrics["most_confused"] if (r["actual"], r["predicted"]) in shared),
+            key=lambda r: (-(r["freq_a"] + r["freq_b"]), r["actual"], r["predicted"])),
+        "per_class": {n: {"n_a": int(per["a"]["n"][i]), "n_b": int(per["b"]["n"][i]),
+                          **{f"{k}_{s}": _none(per[s][k][i]) for k in ("ap", "top1", "top5")
+                             for s in ("a", "b")},
+                          **{f"{k}_diff": _none(per["b"][k][i] - per["a"][k][i])
+                             for k in ("ap", "top1", "top5")}}
                       for i, n in enumerate(names)},
         "plots": dict(PLOTS),
     }
@@ -196,12 +250,23 @@ def describe(comp: dict[str, Any]) -> str:
         if o["a"] is not None and o["b"] is not None:
             lines.append(f"{label}: {na} {o['a'] * 100:.1f}%  {nb} {o['b'] * 100:.1f}%  "
                          f"({nb} - {na}: {o['diff'] * 100:+.1f} points)")
+    if comp.get("multi_label"):
+        o = comp["overall"]["map_macro"]
+        if o["a"] is not None and o["b"] is not None:
+            lines.append(f"macro mAP: {na} {o['a'] * 100:.1f}  {nb} {o['b'] * 100:.1f}")
+        lines.append(ML.describe_bootstrap(comp["bootstrap_map"], na, nb))
+        return "\n".join(lines + _better_lines(comp, na, nb, "ap"))
     t = comp["mcnemar_top1"]
     lines.append(f"McNemar on top-1 over {t['paired']} paired videos: b={t['b']} c={t['c']}, "
                  f"exact p={t['p_exact']:.3g}, chi2 p={t['p_chi2']:.3g}")
+    return "\n".join(lines + _better_lines(comp, na, nb, "top1"))
+
+
+def _better_lines(comp: dict[str, Any], na: str, nb: str, key: str) -> list[str]:
+    lines = []
     for side, name in (("b_better", nb), ("a_better", na)):
-        best = comp[side]["top1"][:5]
+        best = comp[side][key][:5]
         if best:
-            lines.append(f"{name} better on (top-1): " + ", ".join(
+            lines.append(f"{name} better on ({key.replace('top1', 'top-1')}): " + ", ".join(
                 f"{r['class']} {r['diff'] * 100:+.1f}" for r in best))
-    return "\n".join(lines)
+    return lines

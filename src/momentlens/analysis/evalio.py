@@ -7,7 +7,9 @@ An evaluation folder holds, for one model on one split::
     confusions.csv     the full K x K confusion matrix (rows actual, columns predicted)
     predictions.csv    one row per video: path, true label, top-5 labels and probabilities
     scores.npz         video_probs (N, K), labels (N,), paths (N,), class_names (K,),
-                       top1_correct / top5_correct (N,), for paired tests in ``compare``
+                       top1_correct / top5_correct (N,), for paired tests in ``compare``;
+                       multi-label: targets (N, K) 0/1 beside sigmoid video_probs, and
+                       labels the first label of each video
     per_class.png, top5_hist.png, confusion.png
 
 Every file is written atomically, and every file is a function of the inputs only
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from momentlens.analysis import metrics as M
+from momentlens.analysis import multilabel as ML
 from momentlens.utils import MomentlensError, atomic_path, write_text_atomic
 
 METRICS_FILE = "metrics.json"
@@ -52,6 +55,11 @@ class EvalResult:
     class_names: list[str]
     top1_correct: np.ndarray
     top5_correct: np.ndarray
+    targets: np.ndarray | None = None  # (N, K) 0/1 of a multi-label evaluation
+
+    @property
+    def multi_label(self) -> bool:
+        return self.targets is not None
 
     @property
     def name(self) -> str:
@@ -118,6 +126,7 @@ def write_evaluation(
     unreadable: Sequence[str] = (),
     listed: int | None = None,
     plots: bool = True,
+    targets: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Write a complete evaluation folder and return the metrics dict written to metrics.json.
 
@@ -126,7 +135,9 @@ def write_evaluation(
     listed by the dataset (relative paths keep the folder relocatable). ``meta`` must
     hold ``model``, ``data`` and ``split``; any further JSON-serialisable keys (``clips``,
     ``crops``, ``cam``) are copied into metrics.json. ``unreadable`` lists the videos
-    that could not be decoded; ``listed`` defaults to scored + unreadable.
+    that could not be decoded; ``listed`` defaults to scored + unreadable. ``targets``
+    ``(N, K)`` 0/1 makes it a multi-label evaluation (:mod:`.multilabel`: mAP, top-1 =
+    the best class is one of the video's labels); ``labels`` then hold first labels.
     """
     out = Path(out_dir)
     probs = np.asarray(video_probs, dtype=np.float64)
@@ -139,32 +150,57 @@ def write_evaluation(
         raise ValueError("paths must be unique (compare pairs videos by path)")
     if len(set(names)) != len(names):
         raise ValueError("class_names must be unique")
-    summary = M.summarize(probs, labels, names, clip_probs, clip_labels)
+    summary, cm, arrays = _scored(probs, labels, names, clip_probs, clip_labels, targets)
     result = _build_metrics(summary, dict(meta), len(labels), [str(u) for u in unreadable],
                             listed)
     out.mkdir(parents=True, exist_ok=True)
-    top5 = min(M.TOPK, len(names))
-    cm = M.confusion_matrix(M.predict(probs), labels, len(names))
-    _write_tables(out, summary, cm, probs, labels, paths, names)
+    _write_tables(out, summary, cm, probs, _label_text(labels, targets, names), paths, names)
     _write_npz(out / SCORES_FILE, {
         "video_probs": probs, "labels": labels, "paths": np.array(paths, dtype=np.str_),
-        "class_names": np.array(names, dtype=np.str_),
-        "top1_correct": M.topk_correct(probs, labels, 1),
-        "top5_correct": M.topk_correct(probs, labels, top5)})
+        "class_names": np.array(names, dtype=np.str_), **arrays})
     if plots:
         write_plots(out, names, summary, cm, title=str(meta.get("model") or out.name))
     write_text_atomic(out / METRICS_FILE, json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result
 
 
-def _write_tables(out: Path, summary: dict[str, Any], cm: np.ndarray, probs: np.ndarray,
-                  labels: np.ndarray, paths: list[str], names: list[str]) -> None:
-    """per_class.csv, confusions.csv and predictions.csv (top-5 labels and probabilities)."""
+def _scored(probs: np.ndarray, labels: np.ndarray, names: list[str],
+            clip_probs: np.ndarray | None, clip_labels: np.ndarray | None,
+            targets: np.ndarray | None
+            ) -> tuple[dict[str, Any], np.ndarray, dict[str, np.ndarray]]:
+    """The metrics, the confusion counts and scores.npz's per-video arrays, single- or
+    (``targets`` given) multi-label."""
     top5 = min(M.TOPK, len(names))
+    if targets is None:
+        summary = M.summarize(probs, labels, names, clip_probs, clip_labels)
+        cm = M.confusion_matrix(M.predict(probs), labels, len(names))
+        return summary, cm, {"top1_correct": M.topk_correct(probs, labels, 1),
+                             "top5_correct": M.topk_correct(probs, labels, top5)}
+    targets = np.asarray(targets).astype(np.uint8)
+    summary = ML.summarize_multilabel(probs, targets, names, clip_probs)
+    return summary, ML.label_confusion(probs, targets), {
+        "top1_correct": M.multilabel_topk_correct(probs, targets, 1),
+        "top5_correct": M.multilabel_topk_correct(probs, targets, top5), "targets": targets}
+
+
+def _label_text(labels: np.ndarray, targets: np.ndarray | None, names: list[str]) -> list[str]:
+    """predictions.csv's ``label`` column: the class, or every label joined by ``|``."""
+    if targets is None:
+        return [names[i] for i in labels]
+    return ["|".join(names[c] for c in np.flatnonzero(row)) for row in targets]
+
+
+def _write_tables(out: Path, summary: dict[str, Any], cm: np.ndarray, probs: np.ndarray,
+                  labels: list[str], paths: list[str], names: list[str]) -> None:
+    """per_class.csv (with ``ap`` when multi-label), confusions.csv and predictions.csv
+    (top-5 labels and probabilities)."""
+    top5 = min(M.TOPK, len(names))
+    pc = summary["per_class"]
+    ap = ["ap"] if summary.get("multi_label") else []
     write_text_atomic(out / "per_class.csv", _csv_text(
-        [["class", "index", "n", "top1", "top5"]]
-        + [[n, i, summary["per_class"][n]["n"], _fmt(summary["per_class"][n]["top1"]),
-            _fmt(summary["per_class"][n]["top5"])] for i, n in enumerate(names)]))
+        [["class", "index", "n", *ap, "top1", "top5"]]
+        + [[n, i, pc[n]["n"], *(_fmt(pc[n][k]) for k in ap), _fmt(pc[n]["top1"]),
+            _fmt(pc[n]["top5"])] for i, n in enumerate(names)]))
     write_text_atomic(out / "confusions.csv", _csv_text(
         [["actual \\ predicted", *names]] + [[n, *cm[i].tolist()] for i, n in enumerate(names)]))
     best = M.topk_indices(probs, top5) if len(labels) else np.zeros((0, top5), np.int64)
@@ -172,7 +208,7 @@ def _write_tables(out: Path, summary: dict[str, Any], cm: np.ndarray, probs: np.
                                   for kind in ("pred", "prob")]
     rows: list[list[Any]] = [header]
     for i, path in enumerate(paths):
-        row: list[Any] = [path, names[labels[i]]]
+        row: list[Any] = [path, labels[i]]
         for c in best[i]:
             row += [names[c], f"{probs[i, c]:.6f}"]
         rows.append(row)
@@ -228,6 +264,7 @@ def read_evaluation(eval_dir: str | os.PathLike[str]) -> EvalResult:
             if missing:
                 raise MomentlensError(f"{spath}: missing array(s) {', '.join(missing)}")
             arrays = {k: z[k] for k in _SCORE_KEYS}
+            targets = z["targets"] if "targets" in z.files else None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise MomentlensError(f"{spath}: cannot read: {exc}") from exc
     names = [str(n) for n in arrays["class_names"]]
@@ -237,4 +274,4 @@ def read_evaluation(eval_dir: str | os.PathLike[str]) -> EvalResult:
                       labels=arrays["labels"].astype(np.int64),
                       paths=[str(p) for p in arrays["paths"]], class_names=names,
                       top1_correct=arrays["top1_correct"].astype(bool),
-                      top5_correct=arrays["top5_correct"].astype(bool))
+                      top5_correct=arrays["top5_correct"].astype(bool), targets=targets)

@@ -251,3 +251,72 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
         p_chi2 = math.erfc(math.sqrt(chi2 / 2.0))
     return {"n": int(a.size), "both_correct": int(np.sum(a & b_)), "both_wrong": int(np.sum(~a & ~b_)),
             "b": b, "c": c, "p_exact": p_exact, "chi2": chi2, "p_chi2": p_chi2}
+
+
+# ----------------------------------------------------------------------------- multi-label
+
+
+def average_precision_per_class(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Average precision of each column (class) over the rows (videos), ``(K,)`` float64;
+    NaN for a class with no positive row.
+
+    Rows are sorted by descending score; AP is the mean, over the positives, of the
+    precision at each positive. **Ties**: rows with equal scores form one group that is
+    taken as a whole, so every positive of the group gets the precision at the group's
+    end (the positives and rows of every group above it and of the group itself). This
+    is the step-wise ``sum_n (R_n - R_{n-1}) P_n`` over distinct thresholds of
+    scikit-learn's ``average_precision_score``, and does not depend on row order.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(targets) > 0
+    if s.ndim != 2 or y.shape != s.shape:
+        raise ValueError(f"scores and targets must both be (N, K), got {s.shape}, {y.shape}")
+    n = s.shape[0]
+    n_pos = y.sum(axis=0)
+    if n == 0:
+        return np.full(s.shape[1], np.nan)
+    order = np.argsort(-s, axis=0, kind="stable")
+    s = np.take_along_axis(s, order, 0)
+    y = np.take_along_axis(y, order, 0)
+    precision = np.cumsum(y, axis=0) / np.arange(1, n + 1, dtype=np.float64)[:, None]
+    group_end = np.ones(s.shape, dtype=bool)
+    group_end[:-1] = s[1:] != s[:-1]
+    # For each row, the index of the last row of its tie group.
+    end = np.where(group_end, np.arange(n)[:, None], n)
+    end = np.minimum.accumulate(end[::-1], axis=0)[::-1]
+    at_end = np.take_along_axis(precision, end, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = np.where(y, at_end, 0.0).sum(axis=0) / n_pos
+    ap[n_pos == 0] = np.nan
+    return ap
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Average precision of one ranking (see :func:`average_precision_per_class`); NaN
+    without positives."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+    return float(average_precision_per_class(s, np.asarray(positives).reshape(-1, 1))[0])
+
+
+def map_macro(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean of the per-class APs over the classes that have positives (NaN if none)."""
+    ap = average_precision_per_class(scores, targets)
+    present = ap[~np.isnan(ap)]
+    return float(present.mean()) if present.size else math.nan
+
+
+def map_micro(scores: np.ndarray, targets: np.ndarray) -> float:
+    """AP of every (video, class) pair pooled into one ranking."""
+    return average_precision(np.asarray(scores).ravel(), np.asarray(targets).ravel())
+
+
+def multilabel_topk_correct(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """Boolean ``(N,)``: is any of the video's labels (``targets`` 0/1 ``(N, K)``) among
+    its ``k`` best classes (the ranking rule above)?"""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    y = np.asarray(targets) > 0
+    if not len(y):
+        return np.zeros(0, dtype=bool)
+    best = topk_indices(scores, k)
+    return np.take_along_axis(y, best, 1).any(axis=1)

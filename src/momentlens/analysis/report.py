@@ -20,6 +20,7 @@ import numpy as np
 from momentlens import __version__
 from momentlens.analysis import compare as C
 from momentlens.analysis import metrics as M
+from momentlens.analysis import multilabel as ML
 from momentlens.analysis.evalio import PLOTS, EvalResult, per_class_arrays, read_evaluation
 from momentlens.utils import MomentlensError, write_text_atomic
 
@@ -90,7 +91,8 @@ def _eval_png(ev: EvalResult, key: str) -> bytes:
     elif key == "top5_hist":
         fig = plots.fig_top5_histogram(top5, f"{ev.name}: top-5 accuracy per class")
     else:
-        cm = M.confusion_matrix(M.predict(ev.probs), ev.labels, len(ev.class_names))
+        cm = (ML.label_confusion(ev.probs, ev.targets) if ev.multi_label
+              else M.confusion_matrix(M.predict(ev.probs), ev.labels, len(ev.class_names)))
         classes = plots.confused_classes(ev.metrics["most_confused"], ev.class_names)
         fig = plots.fig_confusion_heatmap(cm, ev.class_names, classes,
                                           f"{ev.name}: most confused classes")
@@ -163,13 +165,18 @@ def _eval_section(ev: EvalResult, name: str, idx: int) -> str:
     parts.append("<div class='plots'>"
                  + _img(_eval_png(ev, "per_class"), f"{name}: per-class accuracy") + hist
                  + "</div>")
-    parts.append("<h3>Most confused categories</h3>" + _confused_table(m["most_confused"]))
+    parts.append("<h3>Classes most often predicted in place of a missing label</h3>"
+                 if ev.multi_label else "<h3>Most confused categories</h3>")
+    parts.append(_confused_table(m["most_confused"]))
     if m["most_confused"]:  # no confusions: the sentence above, no empty heat map
         parts.append(_img(_eval_png(ev, "confusion"), f"{name}: confusion heat map"))
     pc = m["per_class"]
-    rows = [[_e(c), str(v["n"]), _pct(v["top1"]), _pct(v["top5"])] for c, v in pc.items()]
-    parts.append("<details><summary>All classes</summary>"
-                 + _table(["Class", "Videos", "Top-1 (%)", "Top-5 (%)"], rows, "per-class")
+    ap = ["ap"] if ev.multi_label else []  # multi-label: per-class AP, open by default
+    rows = [[_e(c), str(v["n"]), *(_pct(v[k]) for k in ap), _pct(v["top1"]), _pct(v["top5"])]
+            for c, v in pc.items()]
+    parts.append(f"<details{' open' if ap else ''}><summary>All classes</summary>"
+                 + _table(["Class", "Videos", *(["AP (%)"] if ap else []), "Top-1 (%)",
+                           "Top-5 (%)"], rows, "per-class")
                  + "</details></section>")
     return "".join(parts)
 
@@ -189,19 +196,14 @@ def _comparison_section(comp: dict[str, Any], pngs: dict[str, bytes]) -> str:
     o = comp["overall"]
     rows = [[label, _pct(o[k]["a"]), _pct(o[k]["b"]), _pct(o[k]["diff"], signed=True)]
             for k, label in (("top1", "Top-1"), ("top5", "Top-5"),
-                             ("mean_class_top1", "Mean class top-1"))]
-    t = comp["mcnemar_top1"]
-    verdict = ("significant at the 5% level" if t["p_exact"] < 0.05
-               else "not significant at the 5% level")
+                             ("mean_class_top1", "Mean class top-1"),
+                             ("map_macro", "mAP macro"), ("map_micro", "mAP micro")) if k in o]
     parts = [f'<section class="comparison"><h2>{_e(na)} vs {_e(nb)}</h2>',
              _table(["Metric (%)", _e(na), _e(nb), f"{_e(nb)} &minus; {_e(na)}"], rows,
-                    "overall"),
-             f"<p>Paired McNemar test of top-1 correctness over the {t['paired']} videos both "
-             f"scored: {t['b']} right only by {_e(na)}, {t['c']} right only by {_e(nb)}; exact "
-             f"two-sided p = {t['p_exact']:.3g} (chi-square with continuity correction: p = "
-             f"{t['p_chi2']:.3g}), {verdict}.</p>"]
+                    "overall"), _test_sentence(comp, na, nb)]
+    keys = (("ap", "AP"),) if comp.get("multi_label") else ()
     for side, who in (("b_better", nb), ("a_better", na)):
-        for k, label in (("top1", "top-1"), ("top5", "top-5")):
+        for k, label in (*keys, ("top1", "top-1"), ("top5", "top-5")):
             parts.append(f"<h3>{_e(who)} better ({label})</h3>"
                          + _ranked_table(comp[side][k], na, nb))
     shared = comp["shared_confusions"]
@@ -217,6 +219,19 @@ def _comparison_section(comp: dict[str, Any], pngs: dict[str, bytes]) -> str:
         _no_plot(empty[k]) if k in empty else _img(pngs[k], f"{na} vs {nb}: {k}")
         for k in C.PLOTS if k in pngs or k in empty) + "</div></section>")
     return "".join(parts)
+
+
+def _test_sentence(comp: dict[str, Any], na: str, nb: str) -> str:
+    """The paired test: McNemar on top-1, or (multi-label) the bootstrap of mAP."""
+    if comp.get("multi_label"):
+        return f"<p>{_e(ML.describe_bootstrap(comp['bootstrap_map'], na, nb))}</p>"
+    t = comp["mcnemar_top1"]
+    verdict = ("significant at the 5% level" if t["p_exact"] < 0.05
+               else "not significant at the 5% level")
+    return (f"<p>Paired McNemar test of top-1 correctness over the {t['paired']} videos both "
+            f"scored: {t['b']} right only by {_e(na)}, {t['c']} right only by {_e(nb)}; exact "
+            f"two-sided p = {t['p_exact']:.3g} (chi-square with continuity correction: p = "
+            f"{t['p_chi2']:.3g}), {verdict}.</p>")
 
 
 def _empty_comparison_plots(comp: dict[str, Any]) -> dict[str, str]:

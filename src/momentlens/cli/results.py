@@ -161,7 +161,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         description="Compare two evaluations of the same classes (folders written by "
         "`momentlens evaluate`): per-class top-1/top-5 differences (B - A), the classes where "
         "each is better, the confusions both share, and a McNemar test of top-1 correctness "
-        "over the videos both scored. Writes comparison.json and plots into --out.",
+        "over the videos both scored (multi-label evaluations: per-class AP differences and a "
+        "paired bootstrap of mAP instead). Writes comparison.json and plots into --out.",
     )
     p.add_argument("eval_a", help="evaluation folder A (the baseline)")
     p.add_argument("eval_b", help="evaluation folder B")

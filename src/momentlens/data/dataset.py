@@ -94,6 +94,7 @@ class VideoDataset:
         colour_jitter: float = 0.0,
         grayscale_p: float = 0.0,
         decoder_resize: bool = False,
+        multi_label: bool = False,
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}; choose from {SAMPLERS}")
@@ -101,7 +102,10 @@ class VideoDataset:
             raise ValueError("frames, stride and num_clips must be at least 1")
         if colour_jitter < 0 or not 0 <= grayscale_p <= 1:
             raise ValueError("colour_jitter must be >= 0 and grayscale_p in [0, 1]")
+        if multi_label and not num_classes:
+            raise ValueError("multi_label needs num_classes (the length of the target)")
         self.colour_jitter, self.grayscale_p = float(colour_jitter), float(grayscale_p)
+        self.multi_label = bool(multi_label)
         self.records = list(records)
         self.num_classes = num_classes
         self.sampler, self.frames, self.stride = sampler, frames, stride
@@ -196,7 +200,19 @@ class VideoDataset:
         clips = [self.transform(source[a:b]) for a, b in zip(edges[:-1], edges[1:])]
         return clips, views, source, fps
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def target(self, index: int) -> int | torch.Tensor:
+        """Item ``index``'s label: its class index, or (``multi_label``) its float32
+        multi-hot vector ``(num_classes,)``."""
+        import torch
+
+        rec = self.records[index]
+        if not self.multi_label:
+            return int(rec.label)
+        hot = torch.zeros(int(self.num_classes or 0), dtype=torch.float32)
+        hot[list(rec.labels)] = 1.0
+        return hot
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor, int]:
         import torch
 
         index = int(index)
@@ -218,7 +234,7 @@ class VideoDataset:
         # (N, T, H, W, C) -> (N, C, T, H, W) in numpy: one copy, no torch kernels
         # (torch ops on tiny tensors cost milliseconds when its threads are contended).
         clips = torch.from_numpy(np.ascontiguousarray(views.transpose(0, 4, 1, 2, 3)))
-        return (clips if self.num_clips > 1 else clips[0]), int(rec.label), index
+        return (clips if self.num_clips > 1 else clips[0]), self.target(index), index
 
     # ------------------------------------------------------------------ failures
 

@@ -32,6 +32,8 @@ from momentlens.utils import MomentlensError, write_text_atomic
 #: Optimisers and schedules of :mod:`momentlens.engine.factory` (only named here).
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("none", "step", "cosine", "plateau")
+#: Training losses: ``auto`` is ``bce`` on multi-label data (M-MiT), ``ce`` otherwise.
+LOSSES = ("auto", "ce", "bce")
 
 #: Allowed values of the string settings; each list comes from the module that acts on it.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -39,6 +41,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "finetune": FINETUNE_MODES,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
+    "loss": LOSSES,
     "device": DEVICES,
     "amp": AMP_MODES,
     # 'dataset' needs a per-channel mean, which no training setting carries.
@@ -92,6 +95,7 @@ class TrainConfig:
     gamma: float = 0.1
     plateau_patience: int = 2
     label_smoothing: float = 0.0
+    loss: str = "auto"  # ce (softmax cross-entropy), bce (per-class sigmoid); auto: see LOSSES
     colour_jitter: float = 0.0  # training clips: brightness/contrast/saturation jitter, hue /2
     grayscale_p: float = 0.0  # training clips: probability of grey-scale
     flip_p: float = 0.5  # training clips: probability of a horizontal flip (0 for SSv2)
@@ -155,6 +159,13 @@ class TrainConfig:
         if self.cache_features and self.finetune != "fc":
             raise MomentlensError("'cache_features' needs finetune=fc (a frozen trunk)")
         return self
+
+    def resolved_loss(self, multi_label: bool) -> str:
+        """``"ce"`` or ``"bce"``: the loss trained with on data that is (or is not)
+        multi-label (``loss: auto`` -> ``bce`` for multi-label data, ``ce`` otherwise)."""
+        if self.loss == "auto":
+            return "bce" if multi_label else "ce"
+        return self.loss
 
     @property
     def resolved_resize(self) -> int:

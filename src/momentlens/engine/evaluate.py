@@ -28,6 +28,7 @@ from momentlens.engine.inference import (
     InferencePath,
     Normalizer,
     Scores,
+    activate,
     load_for_inference,
     score_dataset,
 )
@@ -145,14 +146,15 @@ def evaluate(
     with torch.inference_mode():
         scores = score_dataset(model, dataset, fast.device, fast.normalizer(model, model.input_spec),
                                batch_size=batch_size, workers=workers, amp=fast.dtype,
-                               desc=f"evaluate {split}")
+                               desc=f"evaluate {split}", sigmoid=bool(meta.get("multi_label")))
     labels, records, paths, unreadable, clip_probs = _scored(scores, dataset.failed_indices(),
                                                              the_split, meta["classes"])
-    views = clip_probs.shape[1]
+    views, targets = clip_probs.shape[1], _targets(the_split, records, meta["classes"])
     meta_out: dict[str, Any] = {
         "model": meta.get("model"), "model_path": str(model_path), "data": str(data),
         "split": split, "clips": clips, "crops": crops, "checkpoint_epoch": meta.get("epoch"),
         "precision": fast.precision, "backend": meta.get("backend", "torch"),
+        "scores": "sigmoid" if meta.get("multi_label") else "softmax",
     }
     if cam:
         from momentlens.cam.localize import cam_scores
@@ -166,8 +168,19 @@ def evaluate(
             class_names=list(meta["classes"]),
             clip_probs=clip_probs.reshape(-1, clip_probs.shape[-1]),
             clip_labels=np.repeat(labels, views), meta=meta_out, unreadable=unreadable,
-            listed=len(the_split.records), plots=plots,
-        )
+            listed=len(the_split.records), plots=plots, targets=targets)
+
+
+def _targets(the_split: Split, records: list[Any], classes: list[str]) -> np.ndarray | None:
+    """0/1 ``(N, K)``: every label of each scored record, as model output indices;
+    ``None`` for a single-label split."""
+    if not the_split.multi_label:
+        return None
+    targets = np.zeros((len(records), len(classes)), dtype=np.uint8)
+    to_model = _label_map(the_split, classes)
+    for i, rec in enumerate(records):
+        targets[i, to_model[list(rec.labels)]] = 1
+    return targets
 
 
 def _scored(scores: Scores, failed: Any, the_split: Split, classes: list[str]
@@ -215,7 +228,10 @@ def _rel(path: Path | str, root: Path) -> str:
 
 
 def describe(metrics: dict[str, Any]) -> str:
-    line = (f"top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}%  "
+    line = ("mAP macro {:.1f}  micro {:.1f}  (multi-label: top-1 = the best class is a label)\n"
+            .format(*(100 * (metrics[k] or 0) for k in ("map_macro", "map_micro")))
+            if metrics.get("multi_label") else "")
+    line += (f"top-1 {100 * metrics['top1']:.1f}%  top-5 {100 * metrics['top5']:.1f}%  "
             f"mean class top-1 {100 * metrics['mean_class_top1']:.1f}%  "
             f"({metrics['num_scored']} of {metrics['num_listed']} videos scored")
     line += f", {metrics['num_unreadable']} unreadable)" if metrics.get("num_unreadable") else ")"
@@ -270,7 +286,8 @@ def predict_loaded(model: torch.nn.Module, meta: dict[str, Any], fast: Inference
     has ``top`` and ``scored`` (what was looked at), ``warnings`` when the video is
     shorter than one clip, or ``error``: the reason in one line."""
     spec, classes = model.input_spec, meta["classes"]
-    out: list[dict[str, Any]] = [{"video": str(v)} for v in videos]
+    multi = {"multi_label": True} if meta.get("multi_label") else {}  # sigmoid: no sum to 1
+    out: list[dict[str, Any]] = [{"video": str(v), **multi} for v in videos]
     groups: dict[int, list[int]] = {}
     plans = {}
     for i, video in enumerate(videos):
@@ -308,13 +325,13 @@ def _score_group(model: torch.nn.Module, meta: dict[str, Any], fast: InferencePa
     dataset = _views_dataset(model.input_spec, len(meta["classes"]), records, clips, 1)
     with _quiet_substitutes():
         if len(videos) == 1:
-            scores = _one(model, dataset, fast)
+            scores = _one(model, dataset, fast, bool(meta.get("multi_label")))
         else:
             with torch.inference_mode():
                 scores = score_dataset(model, dataset, fast.device,
                                        fast.normalizer(model, model.input_spec),
                                        batch_size=batch_size, workers=workers, amp=fast.dtype,
-                                       desc="predict")
+                                       desc="predict", sigmoid=bool(meta.get("multi_label")))
     reasons = {e.get("path"): e.get("reason", "") for e in dataset._read_quarantine()}
     errors = {i: coverage.reason(videos[i], Exception(reasons.get(str(records[i].path), "")
                                                        or "decoding failed"))
@@ -335,20 +352,25 @@ def _quiet_substitutes() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _one(model: torch.nn.Module, dataset: MultiViewDataset, fast: InferencePath) -> Scores:
+def _one(model: torch.nn.Module, dataset: MultiViewDataset, fast: InferencePath,
+         sigmoid: bool = False) -> Scores:
     # A single video: no DataLoader, no progress bar, as fast as it gets.
     clips, label, idx = dataset[0]
     x = clips if clips.ndim == 5 else clips[None]
     with torch.inference_mode():
         logits = fast(model, Normalizer(model.input_spec)(x.to(fast.device)))
-    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    probs = activate(logits, sigmoid).cpu().numpy()
     return Scores(indices=np.array([idx]), labels=np.array([label]), clip_probs=probs[None])
+
+
+MULTI_LABEL_NOTE = ("multi-label model: each probability is its class's own sigmoid; "
+                    "they do not sum to one")
 
 
 def format_predictions(results: list[dict[str, Any]], as_json: bool = False) -> str:
     if as_json:
         return json.dumps(results, indent=2)
-    lines = []
+    lines = [MULTI_LABEL_NOTE] if any(r.get("multi_label") for r in results) else []
     for r in results:
         if "error" in r:
             lines.append(f"{r['video']}: error: {r['error']}")

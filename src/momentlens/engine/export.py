@@ -55,7 +55,8 @@ def export_onnx(model: nn.Module, meta: dict[str, Any], out: str | os.PathLike[s
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"model": meta.get("model"), "options": meta.get("options", {}),
               "num_classes": len(meta["classes"]), "classes": list(meta["classes"]),
-              "input": spec.to_dict(), "epoch": meta.get("epoch")}
+              "input": spec.to_dict(), "epoch": meta.get("epoch"),
+              **({"multi_label": True} if meta.get("multi_label") else {})}  # sigmoid scores
     with atomic_path(out) as tmp, warnings.catch_warnings():
         # The tracer notes the models' shape checks; they hold for every batch size.
         warnings.simplefilter("ignore")

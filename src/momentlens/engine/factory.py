@@ -79,8 +79,14 @@ def input_spec(cfg: TrainConfig, model: nn.Module) -> InputSpec:
                                      resize=cfg.resize, norm=cfg.norm)
 
 
-def model_meta(cfg: TrainConfig, spec: InputSpec, classes: list[str]) -> dict[str, Any]:
-    """What a model file must say for ``evaluate``/``predict``/``cam`` to rebuild and feed it."""
+def model_meta(cfg: TrainConfig, spec: InputSpec, classes: list[str],
+               multi_label: bool = False) -> dict[str, Any]:
+    """What a model file must say for ``evaluate``/``predict``/``cam`` to rebuild and feed it.
+
+    ``multi_label``: whether the model scores classes independently (trained with
+    binary cross-entropy, :meth:`TrainConfig.resolved_loss` on multi-label data or
+    ``loss: bce``): ``evaluate``/``predict`` then give sigmoid scores, not a softmax.
+    ``multi_label_data``: whether it was trained on multi-label data (M-MiT)."""
     return {
         "model": cfg.model,
         "num_classes": len(classes),
@@ -88,19 +94,21 @@ def model_meta(cfg: TrainConfig, spec: InputSpec, classes: list[str]) -> dict[st
         "classes": classes,
         "input": spec.to_dict(),
         "config": cfg.to_dict(),
+        "multi_label": cfg.resolved_loss(multi_label) == "bce",
+        "multi_label_data": bool(multi_label),
     }
 
 
 def make_dataset(cfg: TrainConfig, spec: InputSpec, split: Split, train: bool,
                  run_dir: Path | None, num_clips: int = 1) -> VideoDataset:
-    """The training (random views) or evaluation (centre views) dataset of ``split``;
-    unreadable videos are listed in ``run_dir/quarantine.jsonl`` when a folder is given."""
+    """The training (random views) or evaluation (centre views) dataset of ``split``
+    (multi-hot targets when the split is multi-label); unreadable videos are listed in ``run_dir/quarantine.jsonl`` when a folder is given."""
     return VideoDataset(
         split.records, num_classes=len(split.classes), **spec.dataset_options(),
         train=train, backend=cfg.backend, seed=cfg.seed,
         quarantine_path=(run_dir / "quarantine.jsonl") if run_dir else None,
         num_clips=num_clips, colour_jitter=cfg.colour_jitter, grayscale_p=cfg.grayscale_p,
-        flip_p=cfg.flip_p,
+        flip_p=cfg.flip_p, multi_label=split.multi_label,
     )
 
 
@@ -145,7 +153,7 @@ def setup_run(cfg: TrainConfig, run_dir: Path, device: torch.device, info: DistI
         model.to(memory_format=model.memory_format)
     spec = input_spec(cfg, model)
     return RunSetup(cfg, run_dir, train_split, val_split, model, spec,
-                    model_meta(cfg, spec, train_split.classes), device,
+                    model_meta(cfg, spec, train_split.classes, train_split.multi_label), device,
                     Normalizer(spec, channels_last=cfg.channels_last),
                     amp_dtype(cfg.amp, device), info)
 

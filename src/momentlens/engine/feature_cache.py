@@ -33,7 +33,7 @@ from momentlens.engine.factory import (
 from momentlens.engine.inference import Normalizer, make_loader
 from momentlens.engine.runtime import autocast
 from momentlens.engine.tracking import write_history
-from momentlens.utils import progress
+from momentlens.utils import MomentlensError, progress
 
 
 @torch.no_grad()
@@ -63,6 +63,9 @@ def train_head_on_cache(setup: RunSetup) -> dict[str, Any]:
     norm of the training features, a check that they are not degenerate).
     """
     cfg, info, device = setup.cfg, setup.info, setup.device
+    if setup.train_split.multi_label:
+        raise MomentlensError("cache_features trains single-label heads only; train a "
+                              "multi-label (M-MiT) split without cache_features")
     t0 = time.perf_counter()
     xtr, ytr = _cache(setup, train=True)
     xva, yva = _cache(setup, train=False)

@@ -20,9 +20,10 @@ from momentlens.utils import progress
 
 @dataclass
 class Scores:
-    """Softmax scores of the items of a dataset, in item order.
+    """Softmax (or, for a multi-label model, sigmoid) scores of the items of a dataset,
+    in item order.
 
-    ``indices`` (V,) item indices; ``labels`` (V,); ``clip_probs`` (V, N, K): one row of
+    ``indices`` (V,) item indices; ``labels`` (V,) or multi-hot (V, K); ``clip_probs`` (V, N, K): one row of
     class probabilities per view (N clips x crops); ``video_probs`` (V, K) their mean.
     """
 
@@ -64,6 +65,12 @@ def make_loader(dataset: Any, batch_size: int, workers: int, sampler: torch.util
         pin_memory=device.type == "cuda", drop_last=False, **kwargs)
 
 
+def activate(logits: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
+    """Float32 class probabilities of ``logits (B, K)``: a softmax over the classes, or
+    (``sigmoid``: a multi-label model) each class's own sigmoid, not summing to one."""
+    return torch.sigmoid(logits.float()) if sigmoid else F.softmax(logits.float(), dim=1)
+
+
 @torch.no_grad()
 def score_dataset(
     model: torch.nn.Module,
@@ -75,8 +82,10 @@ def score_dataset(
     amp: torch.dtype | None = None,
     info: DistInfo | None = None,
     desc: str = "eval",
+    sigmoid: bool = False,
 ) -> Scores:
-    """Softmax scores of every item of ``dataset`` (each video exactly once).
+    """Softmax scores of every item of ``dataset`` (each video exactly once); with
+    ``sigmoid`` (a multi-label model), each class's own sigmoid instead.
 
     Items are ``(clip, label, index)`` with ``clip`` uint8 ``(C, T, H, W)`` or, with several
     views, ``(N, C, T, H, W)``. Under several processes each rank scores a disjoint
@@ -95,7 +104,7 @@ def score_dataset(
         flat = clips.reshape(-1, *clips.shape[-4:]).to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(normalizer(flat))
-        probs = F.softmax(logits.float(), dim=1).reshape(len(labels), views, -1)
+        probs = activate(logits, sigmoid).reshape(len(labels), views, -1)
         idx_parts.append(indices.numpy())
         label_parts.append(labels.numpy())
         prob_parts.append(probs.cpu().numpy())

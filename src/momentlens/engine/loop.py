@@ -77,7 +77,7 @@ class Meter:
         self.bad_step = torch.where(first, step, self.bad_step)
         self.bad_loss = torch.where(first, loss.float(), self.bad_loss)
         self.loss_sum += loss.double() * len(labels)
-        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.correct += _correct(logits.detach(), labels)
         self.seen += len(labels)
 
     def batch_done(self) -> None:
@@ -124,7 +124,7 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over ``loader`` (which already skips batches done before a resume).
 
-    Batches are ``(clips uint8 (B, C, T, H, W), labels (B,), indices)``; ``augment``
+    Batches are ``(clips uint8 (B, C, T, H, W), labels (B,) or multi-hot (B, K), indices)``; ``augment``
     crops and flips them on the device (``device_augment``). One optimiser step, then
     one ``scheduler`` step, every ``cfg.accum_steps`` batches; ``on_step`` after each
     (the device-side sums are read first when a checkpoint is due: :func:`save_due`).
@@ -195,13 +195,41 @@ class _Bar:
             self.bar.close()
 
 
+def _correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Videos whose top-1 class is their label (multi-hot ``(B, K)`` labels: one of
+    their labels), summed on the device."""
+    top1 = logits.argmax(1)
+    if labels.ndim == 2:
+        return (labels.gather(1, top1[:, None])[:, 0] > 0).sum()
+    return (top1 == labels).sum()
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The training loss of float ``logits (B, K)`` against class indices ``y (B,)`` or
+    multi-hot targets ``y (B, K)`` (multi-label data), as ``cfg.resolved_loss`` says.
+
+    ``bce``: binary cross-entropy with logits, mean over videos and classes; single-label
+    targets become one-hot; label smoothing moves targets to ``t (1 - e) + e / 2``.
+    ``ce``: softmax cross-entropy; multi-hot targets become the distribution spreading a
+    video's mass evenly over its labels."""
+    multi = y.ndim == 2
+    if cfg.resolved_loss(multi) == "bce":
+        target = y.float() if multi else F.one_hot(y, logits.shape[1]).float()
+        if cfg.label_smoothing:
+            target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if multi:
+        y = y.float() / y.float().sum(1, keepdim=True).clamp_min(1)
+    return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+
+
 def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                       device: torch.device, amp: torch.dtype | None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits (B, K), loss)`` of one micro-batch; its gradients are added to ``.grad``."""
     with autocast(device, amp):
         logits = model(x)
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    loss = loss_fn(logits.float(), y, cfg)
     (loss / cfg.accum_steps).backward()
     return logits, loss
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def empty_classes(split: Split) -> list[str]:
     """The classes of ``split``'s class list that none of its videos has."""
-    counts = Counter(int(r.label) for r in split.records)
+    counts = Counter(int(i) for r in split.records for i in r.labels)  # every label
     return [name for i, name in enumerate(split.classes) if counts[i] == 0]
 
 

@@ -27,7 +27,7 @@ from momentlens.data.decode import open_video
 from momentlens.data.formats import DEFAULT_FPS
 from momentlens.data.sampling import clip_indices, segment_indices
 from momentlens.data.transforms import ClipTransform
-from momentlens.engine.inference import InferencePath
+from momentlens.engine.inference import InferencePath, activate
 from momentlens.models.spec import InputSpec
 from momentlens.utils import MomentlensError
 
@@ -116,7 +116,8 @@ def timeline(model: torch.nn.Module, meta: dict[str, Any], fast: InferencePath,
         clips = np.stack([tf(frames[j * t:(j + 1) * t]) for j in range(len(views))])
         x = torch.from_numpy(np.ascontiguousarray(clips.transpose(0, 4, 1, 2, 3)))
         logits = fast(model, norm(x.to(fast.device)))
-        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        # A multi-label model's windows get per-class sigmoids (not summing to one).
+        probs.append(activate(logits, bool(meta.get("multi_label"))).cpu().numpy())
     return Timeline(classes=list(meta["classes"]),
                     starts=np.array([a / fps for a, _ in spans]),
                     ends=np.array([b / fps for _, b in spans]),

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from momentlens.analysis import metrics as M
+from momentlens.analysis import multilabel as ML
 from momentlens.data.dataset import VideoDataset
 from momentlens.engine import checkpoint as ckpt
 from momentlens.engine.checkpoint import Optimisation, TrainState
@@ -79,20 +80,29 @@ def validate(
     epoch: int,
 ) -> dict[str, Any]:
     """Clip- and video-level top-1/top-5 (fractions) on the validation split; unreadable
-    videos are left out and counted."""
+    videos are left out and counted. A multi-label split (multi-hot targets) adds
+    ``val_map_macro``/``val_map_micro``; top-1 then counts the best class being one of a
+    video's labels, and a ``bce`` model is scored with sigmoids."""
     dataset.set_epoch(epoch)
+    multi = bool(getattr(dataset, "multi_label", False))
     scores = score_dataset(model, dataset, device, normalizer, batch_size=cfg.batch_size,
                            workers=loader_workers(cfg.workers, info), amp=amp, info=info,
-                           desc="validate")
+                           desc="validate", sigmoid=cfg.resolved_loss(multi) == "bce")
     failed = dataset.failed_indices()
     keep = np.array([i not in failed for i in scores.indices], dtype=bool)
     video = scores.video_probs[keep]
     labels = scores.labels[keep]
     n_views = scores.clip_probs.shape[1]
-    summary = M.summarize(video, labels, classes,
-                          clip_probs=scores.clip_probs[keep].reshape(-1, len(classes)),
-                          clip_labels=np.repeat(labels, n_views))
-    return {"val_top1": summary["top1"], "val_top5": summary["top5"],
+    clip_probs = scores.clip_probs[keep].reshape(-1, len(classes))
+    if multi:
+        summary = ML.summarize_multilabel(video, labels.reshape(len(video), -1), classes,
+                                          clip_probs=clip_probs)
+    else:
+        summary = M.summarize(video, labels, classes, clip_probs=clip_probs,
+                              clip_labels=np.repeat(labels, n_views))
+    extra = ({"val_map_macro": summary["map_macro"], "val_map_micro": summary["map_micro"]}
+             if multi else {})
+    return {**extra, "val_top1": summary["top1"], "val_top5": summary["top5"],
             "val_clip_top1": summary["clip_top1"], "val_clip_top5": summary["clip_top5"],
             "val_mean_class_top1": summary["mean_class_top1"],
             "val_videos": int(keep.sum()), "val_unreadable": int((~keep).sum())}

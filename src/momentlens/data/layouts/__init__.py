@@ -57,8 +57,6 @@ __all__ = ["CATEGORIES_FILE", "LAYOUTS", "MIT_CSV", "LayoutError", "Problem", "S
 
 log = logging.getLogger(__name__)
 
-MULTI_LABEL_TRAINING = "multi-label training is not supported yet (issue 17)"
-
 
 @dataclass(frozen=True)
 class Reader:
@@ -249,13 +247,9 @@ def is_multi_label(split: Split) -> bool:
 def load_training_split(root: str | os.PathLike[str], split: str = "training",
                         layout: str = "auto", split_id: int | None = None,
                         missing: str = "auto") -> Split:
-    """:func:`load_split` for training: refuses a multi-label split in one line, since
-    the training loop is single-label (softmax cross-entropy over ``label``)."""
-    out = load_split(root, split, layout, missing, split_id)
-    if is_multi_label(out):
-        raise LayoutError(f"{out.root}: the {out.layout} layout is multi-label: "
-                          f"{MULTI_LABEL_TRAINING}")
-    return out
+    """:func:`load_split` for training. A multi-label split (M-MiT) is trained with
+    multi-hot targets (binary cross-entropy by default: ``TrainConfig.loss``)."""
+    return load_split(root, split, layout, missing, split_id)
 
 
 def available_splits(root: str | os.PathLike[str], layout: str = "auto") -> list[str]:
