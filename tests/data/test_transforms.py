@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from momentlens.data import normalize as N
 from momentlens.data import transforms as T
 
 
@@ -118,22 +119,22 @@ def test_to_tensor_layout():
 def test_normalize_presets():
     x = torch.full((2, 3, 4, 5, 5), 255, dtype=torch.uint8)
     x[:, 1] = 0
-    y = T.normalize(x, "imagenet")
+    y = N.normalize(x, "imagenet")
     assert y.dtype == torch.float32 and y.shape == x.shape
     assert y[0, 0, 0, 0, 0].item() == pytest.approx((1 - 0.485) / 0.229, rel=1e-5)
     assert y[0, 1, 0, 0, 0].item() == pytest.approx(-0.456 / 0.224, rel=1e-5)
-    k = T.normalize(x, "kinetics_255")
+    k = N.normalize(x, "kinetics_255")
     assert k[0, 0, 0, 0, 0].item() == pytest.approx(255 - 110.63666788, rel=1e-5)
-    a = T.normalize(x, "activitynet_255")
+    a = N.normalize(x, "activitynet_255")
     assert a[0, 2, 0, 0, 0].item() == pytest.approx(255 - 99.4750, rel=1e-5)
-    k01 = T.normalize(x, "kinetics_01")
+    k01 = N.normalize(x, "kinetics_01")
     assert k01[0, 0, 0, 0, 0].item() == pytest.approx((1 - 0.4345) / 0.2768, rel=1e-5)
-    assert T.normalize(x, "none")[0, 0].max().item() == 1.0
-    d = T.normalize(x, "dataset", mean=(100.0, 50.0, 25.0))
+    assert N.normalize(x, "none")[0, 0].max().item() == 1.0
+    d = N.normalize(x, "dataset", mean=(100.0, 50.0, 25.0))
     assert d[0, :, 0, 0, 0].tolist() == pytest.approx([155.0, -50.0, 230.0])
-    frames = T.normalize(x[:, :, 0], "imagenet")  # (B, C, H, W) too
+    frames = N.normalize(x[:, :, 0], "imagenet")  # (B, C, H, W) too
     assert frames.shape == (2, 3, 5, 5)
     with pytest.raises(ValueError, match="needs mean"):
-        T.normalize(x, "dataset")
+        N.normalize(x, "dataset")
     with pytest.raises(ValueError, match="unknown normalisation preset"):
-        T.normalize(x, "imagnet")
+        N.normalize(x, "imagnet")

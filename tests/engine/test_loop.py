@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from momentlens.data.device_transforms import crop_flip, crop_flip_params, normalize_affine
+from momentlens.data.device_transforms import crop_flip, crop_flip_params
 from momentlens.data.layout import load_split
-from momentlens.data.transforms import NORM_PRESETS, normalize
+from momentlens.data.normalize import NORM_PRESETS, normalize, normalize_affine
 from momentlens.engine import factory as Fa
 from momentlens.engine import loop as L
 from momentlens.engine.checkpoint import TrainState

@@ -1,4 +1,4 @@
-"""Augmentation and normalisation of a uint8 batch on the device (``device_augment``).
+"""Augmentation of a uint8 batch on the device (``device_augment``).
 
 With device-side augmentation the loader's workers only decode, sample frames and resize
 (to a ``resize x resize`` square: the short side to ``resize``, the long side centre
@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from momentlens.data.transforms import NORM_PRESETS
 
 if TYPE_CHECKING:
     import torch
@@ -85,19 +83,3 @@ def crop_flip(batch: torch.Tensor, params: torch.Tensor, size: int) -> torch.Ten
     # (B, H, W, C, T) indexed by (b, row, col): (B, size, size, C, T).
     picked = batch.permute(0, 3, 4, 1, 2)[b, rows[:, :, None], cols[:, None, :]]
     return picked.permute(0, 3, 4, 1, 2).contiguous()
-
-
-def normalize_affine(preset: str, mean: Sequence[float] | None = None,
-                     std: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a, b)`` float32 ``(1, 3, 1, 1, 1)`` on the CPU with ``x * a - b`` equal, bit for
-    bit, to :func:`momentlens.data.transforms.normalize` of a 5-D batch ``x``: made once
-    and moved to the device once, so normalising a batch copies nothing from the host."""
-    import torch
-
-    if preset not in NORM_PRESETS:
-        raise ValueError(f"unknown normalisation preset {preset!r}")
-    p = NORM_PRESETS[preset]
-    m = torch.tensor(mean if mean is not None else p.mean, dtype=torch.float32)
-    s = torch.tensor(std if std is not None else p.std, dtype=torch.float32)
-    shape = (1, 3, 1, 1, 1)
-    return (p.value_scale / (255.0 * s)).view(shape), (m / s).view(shape)

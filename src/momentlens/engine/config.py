@@ -22,7 +22,7 @@ import yaml
 
 from momentlens.data.decode import BACKENDS
 from momentlens.data.layouts import LAYOUT_CHOICES
-from momentlens.data.transforms import NORM_PRESETS
+from momentlens.data.normalize import NORM_PRESETS
 from momentlens.engine.runtime import AMP_MODES, DEVICES
 from momentlens.models.base import FINETUNE_MODES
 from momentlens.models.resnet3d import SHORTCUTS, STYLES

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from momentlens.data.device_transforms import crop_flip, crop_flip_params, normalize_affine
+from momentlens.data.device_transforms import crop_flip, crop_flip_params
+from momentlens.data.normalize import normalize_affine
 from momentlens.models.spec import InputSpec
 
 
@@ -61,7 +62,7 @@ class DeviceInput:
             x = crop_flip(x, params.to(self.device, non_blocking=True), self.augment.size)
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"expected clips (B, 3, T, H, W), got {tuple(x.shape)}")
-        # transforms.normalize's x.float() * a - b in one pass fewer: uint8 * float32
+        # normalize's x.float() * a - b in one pass fewer: uint8 * float32
         # promotes exactly, then the shift in place (bit-identical; tested).
         x = torch.mul(x, self.scale).sub_(self.shift)
         if self.channels_last:

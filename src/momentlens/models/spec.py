@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from momentlens.data.normalize import NORM_PRESETS
 from momentlens.data.sampling import clip_indices, segment_indices
-from momentlens.data.transforms import NORM_PRESETS
 from momentlens.utils import MomentlensError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class InputSpec:
     frames:  T, frames per input. stride: source frames between two clip frames.
     size:    H = W of the square crop, in pixels. resize: short side before cropping,
              in pixels (0 = :func:`default_resize` of ``size``).
-    norm:    a preset of :data:`momentlens.data.transforms.NORM_PRESETS`; ``mean`` and
+    norm:    a preset of :data:`momentlens.data.normalize.NORM_PRESETS`; ``mean`` and
              ``std`` default to the preset's, in its units (``[0, 255]`` for ``*_255``
              and ``dataset`` presets, ``[0, 1]`` otherwise).
     """
@@ -115,7 +115,7 @@ class InputSpec:
 
     def normalize(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, T, H, W)`` on any device -> the model's float32 input."""
-        from momentlens.data.transforms import normalize
+        from momentlens.data.normalize import normalize
 
         return normalize(clips, self.norm, mean=self.mean, std=self.std)
 
