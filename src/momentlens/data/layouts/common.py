@@ -138,12 +138,20 @@ def listed_rows(path: Path, notes: list[str], problems: list[Problem], expected:
             problems.append(Problem("malformed", where,
                                     f"expected {expected}, got {','.join(fields)!r}"))
             continue
-        if fields[0] in seen:
-            problems.append(Problem("duplicate", where,
-                                    f"{fields[0]} already listed on line {seen[fields[0]]}"))
-            continue
-        seen[fields[0]] = lineno
-        yield lineno, where, fields
+        if first_listing(seen, fields[0], lineno, where, problems):
+            yield lineno, where, fields
+
+
+def first_listing(seen: dict[str, int], path: str, lineno: int, where: str,
+                  problems: list[Problem]) -> bool:
+    """True the first time a list names ``path`` (noted in ``seen``); a later row naming
+    it again is a ``duplicate`` problem."""
+    if path in seen:
+        problems.append(Problem("duplicate", where,
+                                f"{path} already listed on line {seen[path]}"))
+        return False
+    seen[path] = lineno
+    return True
 
 
 def text_rows(path: Path, notes: list[str]) -> Iterable[tuple[int, list[str]]]:

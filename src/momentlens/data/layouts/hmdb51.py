@@ -18,6 +18,7 @@ from momentlens.data.layouts.common import (
     Parsed,
     Problem,
     VideoRecord,
+    first_listing,
     numbered_split,
     text_rows,
 )
@@ -68,13 +69,8 @@ def _rows(path: Path, cls: str, marker: str, notes: list[str], problems: list[Pr
         if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
             problems.append(Problem("malformed", where, "expected '<video>.avi <0|1|2>', got "
                                     f"{' '.join(fields)!r}"))
-        elif fields[0] in seen:
-            problems.append(Problem("duplicate", where,
-                                    f"{fields[0]} already listed on line {seen[fields[0]]}"))
-        else:
-            seen[fields[0]] = lineno
-            if fields[1] == marker:
-                out.append((lineno, fields[0]))
+        elif first_listing(seen, fields[0], lineno, where, problems) and fields[1] == marker:
+            out.append((lineno, fields[0]))
     return out
 
 

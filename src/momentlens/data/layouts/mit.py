@@ -43,12 +43,14 @@ def splits(root: Path) -> list[str]:
     return [s for s, name in MIT_CSV.items() if (root / name).is_file()]
 
 
-def load_classes(root: str | os.PathLike[str]) -> list[str]:
+def load_classes(root: str | os.PathLike[str], needed_by: Path | None = None) -> list[str]:
     """Class names from ``<root>/moments_categories.txt`` (``name,index`` lines), in
-    index order. Indices must be exactly ``0..N-1``, each once."""
+    index order. Indices must be exactly ``0..N-1``, each once. ``needed_by``: the list
+    file that refers to them, named when the class list is missing."""
     path = Path(root) / CATEGORIES_FILE
     if not path.is_file():
-        raise LayoutError(f"{path}: class list not found")
+        why = f" (needed by {needed_by.name})" if needed_by is not None else ""
+        raise LayoutError(f"{path}: class list not found{why}")
     by_index: dict[int, str] = {}
     problems: list[str] = []
     seen: dict[str, int] = {}
@@ -147,10 +149,7 @@ def read(root: Path, split: str, split_id: int | None, notes: list[str],
     ``<root>/<split>/``)."""
     no_split_id(NAME, split_id)
     source = csv_path(root, split)
-    if not (root / CATEGORIES_FILE).is_file():
-        raise LayoutError(f"{root / CATEGORIES_FILE}: class list not found (needed by "
-                          f"{source.name})")
-    classes = load_classes(root)
+    classes = load_classes(root, needed_by=source)
     evidence = mmit_evidence(source) if source.is_file() else None
     if evidence is not None:
         raise LayoutError(f"{source}:{evidence[0]}: {evidence[1]}: this is a Multi-Moments "

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from momentlens.data.layouts.common import (
-    LayoutError,
     Parsed,
     Problem,
     VideoRecord,
@@ -24,7 +23,7 @@ from momentlens.data.layouts.common import (
     listed_rows,
     no_split_id,
 )
-from momentlens.data.layouts.mit import CATEGORIES_FILE, csv_path, load_classes
+from momentlens.data.layouts.mit import csv_path, load_classes
 
 NAME = "mmit"
 
@@ -52,10 +51,7 @@ def read(root: Path, split: str, split_id: int | None, notes: list[str],
     """Records with every label index of their row (videos under ``<root>/<split>/``)."""
     no_split_id(NAME, split_id)
     source = csv_path(root, split)
-    if not (root / CATEGORIES_FILE).is_file():
-        raise LayoutError(f"{root / CATEGORIES_FILE}: class list not found (needed by "
-                          f"{source.name})")
-    classes = load_classes(root)
+    classes = load_classes(root, needed_by=source)
     records: list[VideoRecord] = []
     for lineno, where, fields in listed_rows(source, notes, problems,
                                              "'<path>,<index>[,<index>...]'"):

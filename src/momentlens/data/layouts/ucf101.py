@@ -18,6 +18,7 @@ from momentlens.data.layouts.common import (
     Problem,
     VideoRecord,
     first_existing,
+    first_listing,
     is_int,
     numbered_split,
     summarise,
@@ -103,11 +104,8 @@ def read(root: Path, split: str, split_id: int | None, notes: list[str],
         if label is None:
             problems.append(Problem("malformed", where, f"{message}, got {' '.join(fields)!r}"))
             continue
-        if fields[0] in seen:
-            problems.append(Problem("duplicate", where,
-                                    f"{fields[0]} already listed on line {seen[fields[0]]}"))
+        if not first_listing(seen, fields[0], lineno, where, problems):
             continue
-        seen[fields[0]] = lineno
         records.append(VideoRecord(videos / fields[0], label,
                                    {"source": source.name, "line": lineno, "rel": fields[0]}))
     return Parsed(records, classes, source, split_id=number)
