@@ -9,6 +9,7 @@ calls :func:`normalize`. Both give the same numbers, bit for bit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -79,5 +80,21 @@ def normalize(x: torch.Tensor, preset: str = "imagenet", mean: Sequence[float] |
 
     if x.ndim not in (4, 5) or x.shape[1] != 3:
         raise ValueError(f"expected (B, 3, T, H, W) or (B, 3, H, W), got {tuple(x.shape)}")
-    a, b = normalize_affine(preset, mean, std, x.ndim)
-    return x.to(torch.float32) * a.to(x.device) - b.to(x.device)
+    a, b = _affine_on(preset, _key(mean), _key(std), x.ndim, x.device)
+    return x.to(torch.float32) * a - b
+
+
+def _key(values: Sequence[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(v) for v in values)
+
+
+@functools.lru_cache(maxsize=64)
+def _affine_on(preset: str, mean: tuple[float, ...] | None, std: tuple[float, ...] | None,
+               ndim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made and copied to the device once per (preset, mean, std, layout, device), not
+    # per batch: on CUDA each copy of a small host tensor is a synchronous transfer.
+    import torch
+
+    with torch.inference_mode(False):  # usable both inside and outside inference_mode
+        a, b = normalize_affine(preset, mean, std, ndim)
+        return a.to(device), b.to(device)
