@@ -86,7 +86,7 @@ def _extra_sdf(shape: str, dx: np.ndarray, dy: np.ndarray, ax: np.ndarray, ay: n
 def box_extent(shape: str, r: float) -> tuple[float, float]:
     """Half width and half height (pixels) of the box of ``shape`` with radius ``r``."""
     if shape == "container":
-        return 0.6 * r, r
+        return 0.7 * r, r
     if shape == "diamond":
         return 1.02 * r, 1.02 * r
     if shape == "hexagon":
@@ -130,15 +130,22 @@ def draw_shape(img: np.ndarray, shape: str, cx: float, cy: float, r: float,
 
 def _draw_container(sub: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: float, level: float,
                     fill: np.ndarray, outline: np.ndarray) -> None:
-    """A glass of half size ``(0.6 r, r)`` whose liquid reaches ``level`` of its height."""
-    hw, hh = 0.6 * r, r
-    outer = np.maximum(np.abs(dx) - hw, np.abs(dy) - hh)
-    wall = np.clip(1.0 - np.abs(outer + 1.0), 0, 1)[..., None]  # ~2 px wall
+    """A glass, ``2 r`` tall, open at the top and wider there (half width ``0.7 r``) than
+    at its foot (``0.5 r``): no square, block or distractor has that outline. Liquid of
+    colour ``fill`` reaches ``level`` of its height; the empty part is tinted towards
+    ``outline`` (dark for a light liquid, light for a dark one), so the level always
+    shows, whatever colour the video drew."""
+    hh = r
+    half_w = 0.6 * r - 0.1 * r * (dy / hh)  # 0.7 r at the top (dy = -r), 0.5 r at the foot
+    side, foot, top = np.abs(dx) - half_w, dy - hh, -hh - dy
+    outer = np.maximum(np.maximum(side, foot), top)
+    open_top = top >= np.maximum(side, foot)  # the rim: no wall drawn there
+    wall = (np.clip(1.0 - np.abs(outer + 1.0), 0, 1) * ~open_top)[..., None]  # ~2 px
     surface = hh - 2.0 - level * (2 * hh - 4.0)  # liquid top, measured as dy
-    liquid = np.clip(np.minimum(dy - surface + 0.5, 0.5 - (outer + 2.0)), 0, 1)[..., None]
+    inner = outer + 2.0
+    liquid = np.clip(np.minimum(dy - surface + 0.5, 0.5 - inner), 0, 1)[..., None]
     inside = np.clip(0.5 - outer, 0, 1)[..., None]
-    sub *= 1 - inside * 0.6
-    sub += np.float32(0.92) * inside * 0.6
+    sub[:] = sub * (1 - inside * 0.6) + outline * inside * 0.6
     sub[:] = sub * (1 - liquid) + fill * liquid
     sub[:] = sub * (1 - wall) + outline * wall
 
