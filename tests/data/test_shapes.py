@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from momentlens.data import shapes, synth_draw
-from momentlens.engine.pretrain2d import inflate_to_3d, pretrain_2d
+from momentlens.engine.pretrain2d import pretrain_2d
 from momentlens.models.registry import create_model
 
 
@@ -46,9 +46,26 @@ def test_pretrain_writes_weights_the_recipe_model_loads(tmp_path: Path):
 
     saved = load_file(str(out))
     torch.testing.assert_close(model.state_dict()["conv1.weight"], saved["conv1.weight"])
-    counts = inflate_to_3d(out, tmp_path / "pt3d.safetensors")
-    assert counts["inflated"] > 40
-    m3 = create_model("r3d10", 10, width=0.25, last_stride=1,
-                      pretrained=str(tmp_path / "pt3d.safetensors"))
-    w3 = m3.state_dict()["conv1.weight"]  # (O, I, t, k, k): the 2D kernel / t on every t
-    torch.testing.assert_close(w3.sum(dim=2), saved["conv1.weight"], rtol=1e-4, atol=1e-6)
+
+
+def test_3d_pretraining_on_single_frames_inflates_to_clips(tmp_path: Path):
+    """A 3D trunk trained on one-frame clips keeps only its centre taps: on a still clip
+    of any length it gives the one-frame model's output, so the clip model starts as
+    the image model it was."""
+    out = tmp_path / "pt3d.safetensors"
+    record = pretrain_2d(out, model="r3d10", size=32, steps=2, batch=4, threads=1)
+    assert record["inflation"] == "centre tap" and "not Kinetics" in record["what"]
+    from safetensors.torch import load_file
+
+    w = load_file(str(out))["conv1.weight"]  # (O, I, 7, 7, 7)
+    assert w[:, :, 3].abs().sum() > 0
+    assert w[:, :, :3].abs().sum() == 0 and w[:, :, 4:].abs().sum() == 0
+    one = create_model("r3d10", 10, width=0.25, last_stride=1, frames=1, size=32,
+                       pretrained=str(out)).eval()
+    clip = create_model("r3d10", 10, width=0.25, last_stride=1, frames=16, size=32,
+                        pretrained=str(out)).eval()
+    image = torch.rand(2, 3, 1, 32, 32)
+    with torch.no_grad():
+        a = one.forward_features(image).mean(dim=(2, 3, 4))
+        b = clip.forward_features(image.expand(-1, -1, 16, -1, -1)).mean(dim=(2, 3, 4))
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
