@@ -11,7 +11,7 @@ import torch
 from momentlens import demo
 
 TINY = demo.DemoPlan(train_per_class=3, val_per_class=2, video_size=48, epochs=1, cam_videos=1,
-                     pretrain_steps=3)
+                     pretrain_steps=3, pretrain_size=32)
 TINY_SETTINGS = {"size": 32, "resize": 36, "width": 0.125, "batch_size": 5, "workers": 0}
 
 
@@ -50,8 +50,11 @@ def test_demo_quick_writes_every_artefact_and_report_renders(tmp_path, capsys,
         gifs = list((out / "cam" / key).glob("*.gif"))
         assert len(gifs) == len(demo.CAM_MEDIA_CLASSES)
         assert all(g.read_bytes()[:6] == b"GIF89a" for g in gifs)
-    assert "CAM over time" in dom and "easy look" in dom
-    assert json.loads((out / "data" / "synth_info.json").read_text())["preset"] == "easy"
+    assert "CAM over time" in dom and "hard look" in dom and "stand-in" in dom
+    assert json.loads((out / "data" / "synth_info.json").read_text())["preset"] == "hard"
+    for key in ("2d", "3d"):  # both trunks start from their labelled stand-in pretraining
+        record = json.loads((out / f"pretrain_{key}.safetensors.json").read_text())
+        assert "stand-in" in record["what"] and record["steps"] == TINY.pretrain_steps
     assert f"momentlens serve {out / 'runs' / '2d'} {out / 'runs' / '3d'}" in printed
     assert dom.index("What this run shows") < dom.index("Most confused")  # the finding leads
 
@@ -68,6 +71,10 @@ def test_group_metrics_and_finding_are_computed(tmp_path):
                           "within_pair": 0.6}}
     holds, text = demo.finding(bad)
     assert not holds and "NOT" in text
+    # The CAM pointing games are said as they are, when the evaluation scored them.
+    with_cam = {k: {**v, "cam_pointing": p} for (k, v), p in zip(good.items(), (0.786, 0.575))}
+    _, text = demo.finding(with_cam)
+    assert "57.5% (3D) and 78.6% (2D)" in text
 
 
 def test_recipes_exist():
