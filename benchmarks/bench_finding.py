@@ -108,19 +108,29 @@ def _get(groups: dict, path: tuple[str, ...]) -> float | None:
     return groups
 
 
+def _finished(results: list[dict], preset: str, variant: str) -> list[dict]:
+    """The runs of ``variant`` on the ``preset`` datasets that produced figures."""
+    return [r for r in results if r["preset"] == preset and r["variant"] == variant
+            and "groups" in r]
+
+
+def _values(rows: list[dict], path: tuple[str, ...]) -> np.ndarray:
+    """The metric at ``path`` of each run in ``rows`` that has it."""
+    return np.array([v for r in rows if (v := _get(r["groups"], path)) is not None])
+
+
 def _table(results: list[dict], variants: list[str]) -> str:
     lines = ["| setting | model | seeds | " + " | ".join(m for m, _ in METRICS) + " | train s |",
              "|---|---|---|" + "---|" * (len(METRICS) + 1)]
     settings = sorted({r["preset"] for r in results})
     for preset in settings:
         for name in variants:
-            rows = [r for r in results if r["preset"] == preset and r["variant"] == name
-                    and "groups" in r]
+            rows = _finished(results, preset, name)
             if not rows:
                 continue
             cells = []
             for _, path in METRICS:
-                vals = np.array([v for r in rows if (v := _get(r["groups"], path)) is not None])
+                vals = _values(rows, path)
                 cells.append(f"{vals.mean():.3f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.3f}"
                              f" (min {vals.min():.2f})" if len(vals) else "–")
             secs = np.mean([r["train_s"] for r in rows])
@@ -144,9 +154,7 @@ def _bounds(results: list[dict]) -> str:
     lines = ["| bound | setting | mean | worst seed | met |", "|---|---|---|---|---|"]
     for label, variant, path, bound, kind in BOUNDS:
         for preset in sorted({r["preset"] for r in results}):
-            vals = np.array([v for r in results if r["preset"] == preset
-                             and r["variant"] == variant and "groups" in r
-                             and (v := _get(r["groups"], path)) is not None])
+            vals = _values(_finished(results, preset, variant), path)
             if not len(vals):
                 continue
             sign = 1 if kind == "min" else -1
