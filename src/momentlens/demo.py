@@ -116,9 +116,10 @@ def pretrain_trunk(key: str, out: Path, plan: DemoPlan, seed: int, overrides: di
     from momentlens.engine.config import load_config
     from momentlens.engine.pretrain2d import pretrain_2d
 
-    cfg = load_config(_recipe(MODELS[key][0]), {k: v for k, v in overrides.items()
-                                                if k in ("width", "last_stride")})
-    settings = {"model": cfg.model, "width": cfg.width, "last_stride": cfg.last_stride,
+    trunk = ("width", "last_stride", "layer3_stride")
+    cfg = load_config(_recipe(MODELS[key][0]), {k: v for k, v in overrides.items() if k in trunk})
+    settings = {"model": cfg.model, **{k: getattr(cfg, k) for k in trunk
+                                       if getattr(cfg, k) is not None},
                 "size": plan.pretrain_size, "steps": plan.pretrain_steps, "seed": seed}
     path = out / f"pretrain_{key}.safetensors"
     record = path.parent / (path.name + ".json")

@@ -26,3 +26,30 @@ def test_last_stride_one_doubles_the_final_map(name, frames):
 def test_last_stride_rejects_other_values():
     with pytest.raises(MomentlensError, match="last_stride"):
         create_model("r3d18", 5, width=0.125, last_stride=3)
+
+
+@pytest.mark.parametrize("name", ["r3d10", "r3d50"])
+def test_layer3_stride_one_doubles_the_map_again(name):
+    torch.manual_seed(0)
+    last = create_model(name, 5, width=0.125, frames=8, size=64, last_stride=1)
+    both = create_model(name, 5, width=0.125, frames=8, size=64, last_stride=1, layer3_stride=1)
+    sd = last.state_dict()
+    assert list(sd) == list(both.state_dict())
+    both.load_state_dict(sd)
+    x = torch.randn(1, 3, 8, 64, 64)
+    fl, fb = last.forward_features(x), both.forward_features(x)
+    assert fb.shape[-2:] == (2 * fl.shape[-2], 2 * fl.shape[-1]) == (8, 8)  # 1/8 of 64 px
+    assert fb.shape[2] == fl.shape[2]
+
+
+def test_layer3_stride_is_checked_in_the_model_and_the_config():
+    from momentlens.engine.config import TrainConfig
+    from momentlens.engine.factory import model_options
+
+    with pytest.raises(MomentlensError, match="layer3_stride"):
+        create_model("r3d18", 5, width=0.125, layer3_stride=4)
+    with pytest.raises(MomentlensError, match="layer3_stride"):
+        TrainConfig(model="r3d10", layer3_stride=0).validate()
+    assert model_options(TrainConfig(model="r3d10", layer3_stride=1))["layer3_stride"] == 1
+    with pytest.raises(MomentlensError, match="no option layer3_stride"):
+        model_options(TrainConfig(model="r2d18", layer3_stride=1))

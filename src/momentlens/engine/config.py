@@ -74,6 +74,7 @@ class TrainConfig:
     conv1_t_stride: int | None = None  # stem temporal stride
     no_max_pool: bool | None = None  # skip the max-pool after the stem
     shortcut: str | None = None  # A (zero-padded identity) or B (1x1x1 conv + BN)
+    layer3_stride: int | None = None  # spatial stride of layer3 (2); 1 = twice finer CAMs
     frames: int = 16
     size: int = 112
     resize: int = 0  # short side before cropping; 0: size * 8 / 7 (128 for 112)
@@ -146,8 +147,10 @@ class TrainConfig:
         if self.shortcut is not None and self.shortcut not in SHORTCUTS:
             raise MomentlensError(f"bad value {self.shortcut!r} for 'shortcut'; allowed: "
                                   f"{', '.join(SHORTCUTS)}")
-        if self.last_stride not in (1, 2):
-            raise MomentlensError(f"bad value {self.last_stride!r} for 'last_stride'; allowed: 1, 2")
+        for key in ("last_stride", "layer3_stride"):
+            value = getattr(self, key)
+            if value is not None and value not in (1, 2):
+                raise MomentlensError(f"bad value {value!r} for '{key}'; allowed: 1, 2")
         if self.lr > 3.0e38:  # beyond float32, which the optimiser works in
             raise MomentlensError(f"'lr' must be below 3e38 (float32), got {self.lr}")
         if not 0 < self.width <= 4:

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 def pretrain_2d(out: str | os.PathLike[str], model: str = "r2d18", width: float = 0.25,
                 last_stride: int = 1, size: int = 96, steps: int = 600, batch: int = 64,
                 lr: float = 2e-3, seed: int = 0, extra_only: bool = False,
-                threads: int = 0, device: str = "cpu", frames: int = 1) -> dict:
+                threads: int = 0, device: str = "cpu", frames: int = 1,
+                layer3_stride: int | None = None) -> dict:
     """Train ``model``'s trunk on ``steps`` batches of ``batch`` shape images of ``size``
     px (AdamW, 5% linear warm-up, cosine from ``lr``) and write its state dict to ``out`` (safetensors)
     plus ``out`` + ``.json`` (settings, seconds, last-100-step train accuracy).
@@ -41,15 +42,17 @@ def pretrain_2d(out: str | os.PathLike[str], model: str = "r2d18", width: float 
     torch's default); ``device``: where to train. A 3D ``model`` (e.g. ``r3d10``) sees
     each image as a still clip of ``frames`` copies; with ``frames=1`` (as cheap as a 2D
     model) the saved kernels keep only their centre tap (:func:`centre_taps`), ready
-    for clips of any length. Returns the JSON record."""
+    for clips of any length. ``layer3_stride``: that option of a 3D-ResNet (unset: the
+    model's default). Returns the JSON record."""
     from momentlens.models.registry import create_model
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     kinds = EXTRA_ONLY if extra_only else PRETRAIN_SHAPES
+    extra = {} if layer3_stride is None else {"layer3_stride": layer3_stride}
     net = create_model(model, len(kinds), width=width, last_stride=last_stride, frames=frames,
-                       size=size).to(device)
+                       size=size, **extra).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (
@@ -77,7 +80,8 @@ def pretrain_2d(out: str | os.PathLike[str], model: str = "r2d18", width: float 
                        "and inflated (a stand-in for Kinetics initialisation, not Kinetics)"
                        if inflated else "trunk pretrained on synthetic shape images (a "
                        "stand-in for ImageNet initialisation, not ImageNet)"),
-              "model": model, "frames": frames, "width": width, "last_stride": last_stride, "size": size,
+              "model": model, "frames": frames, "width": width, "last_stride": last_stride,
+              **extra, "size": size,
               "steps": steps, "batch": batch, "lr": lr, "seed": seed, "shapes": list(kinds),
               "train_acc_last100": round(float(np.mean(hits[-100:])), 4), "device": device,
               "seconds": round(time.perf_counter() - t0, 1),

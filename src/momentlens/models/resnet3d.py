@@ -172,7 +172,9 @@ class ResNet3D(VideoClassifier):
     ``conv1_t_stride`` (stem temporal kernel and stride, 7 and 1); ``no_max_pool``;
     ``t_pad`` 'zeros' (reference) or 'replicate' (for inflation, see
     :class:`ReplicateTimeConv3d`); ``frames``, ``size``, ``norm`` for ``input_spec``;
-    ``last_stride`` 1 halves the spatial stride of ``layer4`` (finer CAMs, same keys).
+    ``last_stride`` 1 halves the spatial stride of ``layer4`` (finer CAMs, same keys);
+    ``layer3_stride`` 1 does the same for ``layer3`` (with ``last_stride`` 1: maps at 1/8
+    of the input with the default stem, four times finer than the reference's 1/32).
     ``forward_features`` returns ``(B, C, T/16, H/32, W/32)`` with the default stem
     and max-pool (``(B, C, T/8, H/16, W/16)`` with ``no_max_pool``), sizes rounded up.
     """
@@ -183,11 +185,13 @@ class ResNet3D(VideoClassifier):
                  shortcut: str | None = None, style: str = "2018", cardinality: int = 32,
                  conv1_t_size: int = 7, conv1_t_stride: int = 1, no_max_pool: bool = False,
                  t_pad: str = "zeros", frames: int = 16, size: int = 112,
-                 norm: str | None = None, last_stride: int = 2) -> None:
+                 norm: str | None = None, last_stride: int = 2,
+                 layer3_stride: int = 2) -> None:
         super().__init__()
         _check_choice("style", style, STYLES)
-        if last_stride not in (1, 2):
-            raise MomentlensError(f"last_stride={last_stride!r} is not allowed; choose 1 or 2")
+        for key, value in (("last_stride", last_stride), ("layer3_stride", layer3_stride)):
+            if value not in (1, 2):
+                raise MomentlensError(f"{key}={value!r} is not allowed; choose 1 or 2")
         _check_choice("t_pad", t_pad, TEMPORAL_PADDINGS)
         if shortcut is None:
             shortcut = shallow_shortcut if style == "2018" else "B"
@@ -208,11 +212,12 @@ class ResNet3D(VideoClassifier):
         opts = {"t_pad": t_pad, "cardinality": cardinality}
         self.layer1 = self._make_layer(block, planes[0], layers[0], 1, opts)
         self.layer2 = self._make_layer(block, planes[1], layers[1], 2, opts)
-        self.layer3 = self._make_layer(block, planes[2], layers[2], 2, opts)
-        # last_stride=1 keeps the last stage at the spatial resolution of the one before
-        # (time is still halved): twice finer class activation maps, same weights.
-        stride4 = 2 if last_stride == 2 else (2, 1, 1)
-        self.layer4 = self._make_layer(block, planes[3], layers[3], stride4, opts)
+        # A stride of 1 keeps a stage at the spatial resolution of the one before (time
+        # is still halved): twice finer class activation maps each, same weights and keys.
+        self.layer3 = self._make_layer(block, planes[2], layers[2], _stage_stride(layer3_stride),
+                                       opts)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], _stage_stride(last_stride),
+                                       opts)
         self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -242,6 +247,10 @@ class ResNet3D(VideoClassifier):
         if not self.no_max_pool:
             x = self.maxpool(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _stage_stride(spatial: int) -> int | tuple[int, int, int]:
+    return 2 if spatial == 2 else (2, 1, 1)
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
