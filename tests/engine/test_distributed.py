@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -63,9 +64,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(data: Path, out: Path, world: int, *extra: str) -> list[dict]:
-    out.mkdir(parents=True, exist_ok=True)
-    worker = Path(__file__).with_name("ddp_worker.py")
+def _start(worker: Path, world: int, args: list[str]) -> None:
+    """Run ``world`` processes of ``worker`` with torchrun's variables; each must exit 0."""
     port = str(_free_port())
     procs = []
     for rank in range(world):
@@ -74,13 +74,30 @@ def _launch(data: Path, out: Path, world: int, *extra: str) -> list[dict]:
             env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                        LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
         procs.append(subprocess.Popen(
-            [sys.executable, str(worker), "--data", str(data), "--out", str(out), *extra],
-            env={**_base_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True))
+            [sys.executable, str(worker), *args], env={**_base_env(), **env},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
+
+
+def _launch(data: Path, out: Path, world: int, *extra: str) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    _start(Path(__file__).with_name("ddp_worker.py"), world,
+           ["--data", str(data), "--out", str(out), *extra])
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+@pytest.mark.parametrize("signalled", [0, 1])
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path, signalled):
+    # A real SIGTERM reaches one rank only; the flags meet in a gloo group of their own
+    # (on the CPU, whatever the training backend), and both ranks stop at that step.
+    _start(Path(__file__).with_name("stop_worker.py"), 2,
+           ["--out", str(tmp_path), "--signalled", str(signalled), "--at", "3"])
+    records = [json.loads((tmp_path / f"stop{r}.json").read_text()) for r in range(2)]
+    assert [r["step"] for r in records] == [3, 3]
+    assert [r["signal"] for r in records] == [int(signal.SIGTERM)] * 2
+    assert [r["group"] for r in records] == ["gloo", "gloo"]
 
 
 def _base_env() -> dict[str, str]:

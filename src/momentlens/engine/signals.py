@@ -7,7 +7,9 @@ the main process; the main process (:class:`StopRequest`) sets a flag, the loop 
 checkpoint at the end of the current optimiser step, shuts its loader down and the
 command exits with :func:`exit_status` (128 + the signal: 143 for SIGTERM, 130 for
 SIGINT). Under ``torchrun`` the ranks agree on stopping after the same step
-(:meth:`StopRequest.agreed`), so rank 0's checkpoint is one every rank reached.
+(:meth:`StopRequest.agreed`), so rank 0's checkpoint is one every rank reached. They
+agree over a gloo group of their own, on the CPU: with NCCL, a flag reduced on the GPU
+and read back would make the host wait for the GPU at every step.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class StopRequest:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
         self._pid = os.getpid()
+        self._group: Any = None  # the ranks' CPU (gloo) group, made at the first agreement
 
     def __enter__(self) -> StopRequest:
         self._pid = os.getpid()
@@ -59,16 +62,18 @@ class StopRequest:
 
     def agreed(self, info: DistInfo) -> bool:
         """Whether to stop now: this process's flag, or under several processes any
-        rank's (a signal can reach the ranks a step apart; the first one received wins)."""
+        rank's (a signal can reach the ranks a step apart; the first one received wins).
+        Every rank calls it after the same steps; the flags meet in a gloo group on the
+        CPU whatever the training backend, so it never waits for the GPU."""
         if not info.enabled:
             return self.signal is not None
         import torch
         import torch.distributed as dist
 
+        if self._group is None:  # collective: every rank reaches it at the same step
+            self._group = dist.new_group(backend="gloo")
         flag = torch.tensor([self.signal or 0], dtype=torch.int64)
-        if dist.get_backend() == "nccl":
-            flag = flag.cuda()
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
         if self.signal is None and int(flag.item()):
             self.signal = int(flag.item())
         return self.signal is not None
