@@ -166,3 +166,17 @@ def test_torchrun_train_matches_one_process(synth_dir, tmp_path, eng):
     assert row["val_videos"] == ref["val_videos"] == 6  # every video once, not 6 per rank
     assert row["val_top1"] == ref["val_top1"]
     assert abs(row["train_loss"] - ref["train_loss"]) < 1e-5
+
+
+def test_rank_share_gives_each_rank_its_saved_sums():
+    from momentlens.engine.distributed import rank_share
+
+    saved = [{"seen": 4, "loss_sum": 2.0}, {"seen": 4, "loss_sum": 3.0}]
+    assert rank_share(saved, DistInfo(1, 2, 1)) == {"seen": 4, "loss_sum": 3.0}
+    assert rank_share(saved, DistInfo(0, 2, 0)) == {"seen": 4, "loss_sum": 2.0}
+    # resumed on another number of processes: rank 0 carries the totals
+    assert rank_share(saved, DistInfo()) == {"seen": 8, "loss_sum": 5.0}
+    assert rank_share(saved, DistInfo(2, 3, 2)) == {}
+    # a single process's checkpoint: one dict
+    assert rank_share({"seen": 4}, DistInfo()) == {"seen": 4}
+    assert rank_share({"seen": 4}, DistInfo(1, 2, 1)) == {}

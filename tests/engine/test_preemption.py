@@ -94,3 +94,99 @@ def test_kill_and_group_sigterm_with_persistent_workers_and_device_augment(
     eng.assert_same_weights(eng.weights(run_dir), eng.weights(ref_dir))
     for key in ("train_loss", "train_top1", "val_top1"):
         assert [r[key] for r in _rows(run_dir)] == [r[key] for r in _rows(ref_dir)], key
+
+
+def test_sigterm_twice_does_not_abort_the_save(synth_dir, tmp_path, eng):
+    # SLURM signals every process of a job and torchrun's agent forwards its own SIGTERM,
+    # so a rank can get SIGTERM twice; the second must not abort the checkpoint being
+    # written (each save here pauses 1 s half-way, so the second signal lands in it).
+    run_dir = tmp_path / "run"
+    settings = {"width": 0.0625, "checkpoint_steps": 1, "workers": 2}
+    proc = eng.start_train(eng.train_args(synth_dir, run_dir, **settings) + ["--deterministic"],
+                           checkpoint_delay=1.0, new_session=True)
+    eng.wait_for(proc, lambda: eng.last_step(run_dir) >= 1, "step 1")
+    os.killpg(proc.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "stopped by SIGTERM" in err, err
+    assert _group_gone(proc.pid)
+    stopped_at = eng.last_step(run_dir)
+    assert 2 <= stopped_at < 6  # the step under way when the signals came was saved
+
+    done = eng.run_train(["--resume", str(run_dir)])
+    assert done.returncode == 0, done.stderr
+    assert eng.last_step(run_dir) == 6
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop(0))
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def _torchrun(eng, args: list[str]) -> list[str]:
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "momentlens",
+            "train", *args]
+
+
+def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp_path, eng):
+    # scancel signals every process of the job: torchrun's agent, both ranks and their
+    # loader workers, each on its own (the ranks are in sessions of their own), and the
+    # agent forwards SIGTERM to the ranks again. The ranks stop after the same step,
+    # rank 0 saves it, and the run resumed under torchrun ends as an uninterrupted one.
+    import subprocess
+
+    settings = {"width": 0.0625, "checkpoint_steps": 1, "workers": 2, "schedule": "cosine",
+                "warmup_epochs": 1}
+    ref_dir, run_dir = tmp_path / "reference", tmp_path / "preempted"
+    env = eng.cli_env(OMP_NUM_THREADS="1")
+
+    def start(args: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(_torchrun(eng, args), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    reference = start(eng.train_args(synth_dir, ref_dir, **settings) + ["--deterministic"])
+    _, ref_err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, ref_err
+    proc = start(eng.train_args(synth_dir, run_dir, **settings) + ["--deterministic"])
+    eng.wait_for(proc, lambda: eng.last_step(run_dir) >= 1, "step 1", timeout=120)
+    tree = _process_tree(proc.pid)
+    assert len(tree) >= 3, tree  # the agent and two ranks at least
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    _, err = proc.communicate(timeout=120)
+    assert err.count("stopped by SIGTERM") == 1, err  # rank 0 says it, once
+    assert "KeyboardInterrupt" not in err, err
+    assert _group_gone(proc.pid)
+    assert 1 <= eng.last_step(run_dir) < 6
+
+    done = subprocess.run(_torchrun(eng, ["--resume", str(run_dir)]), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert eng.last_step(run_dir) == eng.last_step(ref_dir) == 6
+    eng.assert_same_weights(eng.weights(run_dir), eng.weights(ref_dir))
+    for key in ("train_loss", "train_top1", "val_top1"):
+        assert [r[key] for r in _rows(run_dir)] == [r[key] for r in _rows(ref_dir)], key

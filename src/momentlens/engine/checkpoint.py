@@ -276,7 +276,9 @@ class TrainState:
     best_top1: float = -1.0  # best validation top-1 so far, a fraction; -1 before any
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)  # rows of metrics.jsonl
-    epoch_sums: dict[str, float] = field(default_factory=dict)  # the epoch's meter so far
+    # The epoch's meter so far (as restored from a multi-process run: every rank's, in a
+    # list, until distributed.rank_share picks this rank's).
+    epoch_sums: Any = field(default_factory=dict)
 
 
 @dataclass
@@ -291,13 +293,15 @@ class Optimisation:
 
 def save_training(run_dir: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any],
                   state: TrainState, opt: Optimisation, config: dict[str, Any],
-                  tags: tuple[str, ...] = ("last",), keep: bool = False) -> Path:
+                  tags: tuple[str, ...] = ("last",), keep: bool = False,
+                  epoch_sums: list[dict[str, float]] | None = None) -> Path:
     """Checkpoint a training run: weights with ``meta``, plus everything
-    :func:`restore_training` needs to continue it exactly (``config``: the run's settings)."""
+    :func:`restore_training` needs to continue it exactly (``config``: the run's settings;
+    ``epoch_sums``: every rank's ``state.epoch_sums`` under several processes)."""
     payload = {
         "epoch": state.epoch, "step": state.step, "batch_in_epoch": state.batch_in_epoch,
-        "best_top1": state.best_top1, "best_epoch": state.best_epoch,
-        "history": json.dumps(state.history), "epoch_sums": json.dumps(state.epoch_sums),
+        "best_top1": state.best_top1, "best_epoch": state.best_epoch, "history":
+        json.dumps(state.history), "epoch_sums": json.dumps(epoch_sums or state.epoch_sums),
         "optimizer": opt.optimizer.state_dict(),
         "scheduler": opt.scheduler.state_dict(),
         "plateau": opt.plateau.state_dict() if opt.plateau is not None else None,

@@ -65,6 +65,19 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
+def rank_share(saved: Any, info: DistInfo) -> dict[str, float]:
+    """This rank's part of per-rank sums saved by rank 0 (``[rank 0's, rank 1's, ...]``,
+    see ``train``'s checkpoints), or the one dict a single process saved. Resumed with
+    another number of processes, rank 0 takes the totals and the others start at zero."""
+    if isinstance(saved, dict):
+        return saved if info.rank == 0 else {}
+    if len(saved) == info.world_size:
+        return dict(saved[info.rank])
+    if info.rank != 0:
+        return {}
+    return {k: sum(part.get(k, 0) for part in saved) for k in saved[0]} if saved else {}
+
+
 def all_reduce_mean(value: float, info: DistInfo) -> float:
     """The mean of ``value`` over all processes (``value`` itself in a single process)."""
     if not info.enabled:

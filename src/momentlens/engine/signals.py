@@ -6,10 +6,13 @@ the signal to every process of the job, DataLoader workers included. Workers ign
 the main process; the main process (:class:`StopRequest`) sets a flag, the loop saves a
 checkpoint at the end of the current optimiser step, shuts its loader down and the
 command exits with :func:`exit_status` (128 + the signal: 143 for SIGTERM, 130 for
-SIGINT). Under ``torchrun`` the ranks agree on stopping after the same step
-(:meth:`StopRequest.agreed`), so rank 0's checkpoint is one every rank reached. They
-agree over a gloo group of their own, on the CPU: with NCCL, a flag reduced on the GPU
-and read back would make the host wait for the GPU at every step.
+SIGINT). Only a second Ctrl-C (SIGINT) aborts the save: SIGTERM often arrives twice,
+e.g. under SLURM, which signals every process of a job, torchrun's agent included, and
+the agent then forwards its own SIGTERM to each rank. Under ``torchrun`` the ranks agree
+on stopping after the same step (:meth:`StopRequest.agreed`), so rank 0's checkpoint is
+one every rank reached. They agree over a gloo group of their own, on the CPU: with
+NCCL, a flag reduced on the GPU and read back would make the host wait for the GPU at
+every step.
 """
 
 from __future__ import annotations
@@ -54,11 +57,14 @@ class StopRequest:
     def _handle(self, signum: int, _frame: Any) -> None:
         if os.getpid() != self._pid:  # a forked worker before its worker_init_fn ran
             return
-        if self.signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
+        if self.signal is not None:
+            if signum == signal.SIGINT:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            return  # SIGTERM again: already saving and stopping (see below)
         self.signal = signum
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint at the end of this step "
-              "(again to abort)", file=sys.stderr)
+        again = " (Ctrl-C again to abort)" if signum == signal.SIGINT else ""
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint at the end of this step"
+              f"{again}", file=sys.stderr)
 
     def agreed(self, info: DistInfo) -> bool:
         """Whether to stop now: this process's flag, or under several processes any
