@@ -29,6 +29,15 @@ def test_precedence_yaml_then_flags_then_set(tmp_path):
     assert cfg.channels_last is True and cfg.batch_size == TrainConfig().batch_size
 
 
+def test_set_takes_several_settings_and_repeats():
+    # The README's form (`--set a=1 b=2`) and the repeated one both reach the config.
+    args = cli.build_parser().parse_args(
+        ["train", "--data", "d", "--set", "lr=0.01", "epochs=3", "--set", "width=0.5"])
+    assert args.set == ["lr=0.01", "epochs=3", "width=0.5"]
+    cfg = load_config(None, {}, args.set)
+    assert (cfg.lr, cfg.epochs, cfg.width) == (0.01, 3, 0.5)
+
+
 @pytest.mark.parametrize("recipe", sorted((REPO / "configs").rglob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_every_recipe_loads(recipe):

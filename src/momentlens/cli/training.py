@@ -22,8 +22,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (checkpoints, metrics.jsonl, tensorboard/)")
     p.add_argument("--config", help="flat YAML recipe: a file, or a shipped one such as "
                    "synth/r3d_tiny.yaml or mit_mini/rx3d101_16f.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any setting; repeatable")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override any setting: --set lr=0.01 epochs=3 (one or more; "
+                   "repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue RUN_DIR from its last checkpoint, with its saved settings")
     p.add_argument("--overwrite", action="store_true",
