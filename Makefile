@@ -8,16 +8,17 @@ PY := $(VENV)/bin/python
 # `torch>=2.2` to the newest (multi-GB CUDA) build on a CPU machine. Override for a GPU
 # machine, e.g.  make demo TORCH_SPEC="torch==2.13.0 --index-url <your CUDA index>".
 TORCH_SPEC ?= torch==2.13.0
-# The extras the test suite uses. torchcodec stays out: it is optional, and its test
-# skips without it. servetest brings Playwright, which drives the system Chromium set up
-# by the browser target below (never `playwright install`: nothing is downloaded).
+# The extras the test suite uses. servetest brings Playwright, which drives the system
+# Chromium set up by the browser target below (never `playwright install`: nothing is
+# downloaded). torchcodec is added by the codec target, which also needs FFmpeg's shared
+# libraries from the system.
 EXTRAS ?= dev,tensorboard,onnx,serve,servetest
 STAMP := $(VENV)/.momentlens-installed
 DEMO_OUT ?= demo_out
 # Extra pytest arguments, e.g.  make test PYTEST_ARGS="-m browser"
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint browser clean-venv help
+.PHONY: demo test lint browser codec clean-venv help
 
 help:
 	@echo "make demo   - generate the synthetic dataset and run the end-to-end demo into $(DEMO_OUT)/"
@@ -50,10 +51,26 @@ browser: $(STAMP)
 	fi; \
 	[ "$$exe" -ef $(VENV)/bin/chromium ] || ln -sfn "$$exe" $(VENV)/bin/chromium
 
+# The optional torchcodec backend, so that its test runs: it loads the system's FFmpeg
+# libraries (Debian: the ffmpeg package, installed here with apt-get when root), then the
+# [torchcodec] extra (torchcodec 0.13.0, the build that works with torch 2.13). Where
+# neither can be had, it says so and the suite runs without that backend (its test skips).
+codec: $(STAMP)
+	@if ! $(PY) -c "import torchcodec.decoders" >/dev/null 2>&1; then \
+		if ! ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so' && [ "$$(id -u)" = 0 ] \
+				&& command -v apt-get >/dev/null 2>&1; then \
+			echo "installing FFmpeg's libraries for the torchcodec backend: apt-get install ffmpeg"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+		fi; \
+		$(PY) -m pip install --disable-pip-version-check -q -e ".[torchcodec]" || true; \
+		$(PY) -c "import torchcodec.decoders" >/dev/null 2>&1 || \
+			echo "note: torchcodec does not load here (Debian: apt-get install ffmpeg); its test will skip" >&2; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/momentlens demo --out $(DEMO_OUT)
 
-test: $(STAMP) browser
+test: $(STAMP) browser codec
 	$(VENV)/bin/ruff check src tests benchmarks
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS)
 
