@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
+from momentlens.engine.distributed import DistInfo, rank_share
 from momentlens.engine.rng import rng_state, set_rng_state
 from momentlens.engine.writes import writing
 from momentlens.utils import MomentlensError, atomic_path, write_text_atomic
@@ -276,9 +277,7 @@ class TrainState:
     best_top1: float = -1.0  # best validation top-1 so far, a fraction; -1 before any
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)  # rows of metrics.jsonl
-    # The epoch's meter so far (as restored from a multi-process run: every rank's, in a
-    # list, until distributed.rank_share picks this rank's).
-    epoch_sums: Any = field(default_factory=dict)
+    epoch_sums: dict[str, float] = field(default_factory=dict)  # the epoch's meter so far
 
 
 @dataclass
@@ -300,8 +299,9 @@ def save_training(run_dir: str | os.PathLike[str], model: nn.Module, meta: dict[
     ``epoch_sums``: every rank's ``state.epoch_sums`` under several processes)."""
     payload = {
         "epoch": state.epoch, "step": state.step, "batch_in_epoch": state.batch_in_epoch,
-        "best_top1": state.best_top1, "best_epoch": state.best_epoch, "history":
-        json.dumps(state.history), "epoch_sums": json.dumps(epoch_sums or state.epoch_sums),
+        "best_top1": state.best_top1, "best_epoch": state.best_epoch,
+        "history": json.dumps(state.history),
+        "epoch_sums": json.dumps(epoch_sums or state.epoch_sums),
         "optimizer": opt.optimizer.state_dict(),
         "scheduler": opt.scheduler.state_dict(),
         "plateau": opt.plateau.state_dict() if opt.plateau is not None else None,
@@ -312,9 +312,10 @@ def save_training(run_dir: str | os.PathLike[str], model: nn.Module, meta: dict[
 
 
 def restore_training(run_dir: str | os.PathLike[str], model: nn.Module, opt: Optimisation,
-                     config: dict[str, Any]) -> TrainState | None:
+                     config: dict[str, Any], info: DistInfo | None = None) -> TrainState | None:
     """Load the ``last`` checkpoint of ``run_dir`` into ``model`` and ``opt`` (both just
-    built, the scheduler at step 0) and the RNGs; ``None`` when there is none yet.
+    built, the scheduler at step 0) and the RNGs; ``None`` when there is none yet. Under
+    several processes (``info``), each rank gets its own sums of a part-done epoch.
 
     Checkpoints of older versions hold a hand-written schedule (``{factor, best, bad}``)
     instead of a scheduler state; for them, and when a setting of
@@ -330,7 +331,8 @@ def restore_training(run_dir: str | os.PathLike[str], model: nn.Module, opt: Opt
     state = TrainState(epoch=saved["epoch"], step=saved["step"],
                        batch_in_epoch=saved["batch_in_epoch"], best_top1=saved["best_top1"],
                        best_epoch=saved["best_epoch"], history=json.loads(saved["history"]),
-                       epoch_sums=json.loads(saved.get("epoch_sums", "{}")))
+                       epoch_sums=rank_share(json.loads(saved.get("epoch_sums", "{}")),
+                                             info or DistInfo()))
     before = json.loads(saved.get("config", "{}"))
     changed = [k for k in SCHEDULE_SETTINGS if k in before and before[k] != config.get(k)]
     if "scheduler" in saved and not changed:

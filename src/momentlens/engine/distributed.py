@@ -67,7 +67,7 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 
 def rank_share(saved: Any, info: DistInfo) -> dict[str, float]:
     """This rank's part of per-rank sums saved by rank 0 (``[rank 0's, rank 1's, ...]``,
-    see ``train``'s checkpoints), or the one dict a single process saved. Resumed with
+    see ``checkpoint.restore_training``), or the one dict a single process saved. Resumed with
     another number of processes, rank 0 takes the totals and the others start at zero."""
     if isinstance(saved, dict):
         return saved if info.rank == 0 else {}

@@ -36,7 +36,7 @@ from momentlens.data.dataset import VideoDataset
 from momentlens.engine import checkpoint as ckpt
 from momentlens.engine.checkpoint import Optimisation, TrainState
 from momentlens.engine.config import TrainConfig, save_config
-from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects, rank_share
+from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects
 from momentlens.engine.distributed import cleanup as dist_cleanup
 from momentlens.engine.distributed import setup as dist_setup
 from momentlens.engine.factory import (
@@ -171,14 +171,13 @@ def _fit(setup: RunSetup, resume: bool, owner: Ownership) -> dict[str, Any]:
     optimizer = make_optimizer(cfg, [p for p in setup.model.parameters() if p.requires_grad])
     opt = Optimisation(optimizer, make_scheduler(cfg, optimizer, data.steps_per_epoch),
                        make_plateau(cfg, optimizer))
-    state = ckpt.restore_training(run_dir, setup.model, opt, cfg.to_dict()) if resume else None
+    state = (ckpt.restore_training(run_dir, setup.model, opt, cfg.to_dict(), info)
+             if resume else None)
     if resume and state is None:
         log.info("no checkpoint in %s yet: starting from scratch", run_dir)
-    elif state is not None:
-        state.epoch_sums = rank_share(state.epoch_sums, info)  # each rank its own meter
-        if info.is_main:
-            print(f"resuming {run_dir} at epoch {state.epoch + 1}, step {state.step}",
-                  file=sys.stderr)
+    elif state is not None and info.is_main:
+        print(f"resuming {run_dir} at epoch {state.epoch + 1}, step {state.step}",
+              file=sys.stderr)
 
     def save(tags: tuple[str, ...] = ("last",), keep: bool = False) -> None:
         # Every rank saves here at the same points; rank 0 writes every rank's sums of
