@@ -67,6 +67,13 @@ def start_train(args: list[str], checkpoint_delay: float = 0, new_session: bool 
                             stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
 
+def torchrun_train(args: list[str], processes: int = 2) -> list[str]:
+    """The command of ``momentlens train ARGS`` under torchrun on this machine
+    (``--standalone``: a rendezvous on a free local port)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc-per-node", str(processes), "-m", "momentlens", "train", *args]
+
+
 def run_train(args: list[str], timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "momentlens", "train", *args],
                           env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
@@ -124,6 +131,7 @@ class _Engine:
     train_args = staticmethod(train_args)
     start_train = staticmethod(start_train)
     run_train = staticmethod(run_train)
+    torchrun_train = staticmethod(torchrun_train)
     last_step = staticmethod(last_step)
     wait_for = staticmethod(wait_for)
     kill = staticmethod(kill)

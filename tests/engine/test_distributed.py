@@ -146,9 +146,7 @@ def test_torchrun_train_matches_one_process(synth_dir, tmp_path, eng):
     single = eng.run_train(eng.train_args(synth_dir, tmp_path / "single", **settings))
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-         "-m", "momentlens", "train", *eng.train_args(synth_dir, tmp_path / "ddp", **settings)],
+        eng.torchrun_train(eng.train_args(synth_dir, tmp_path / "ddp", **settings)),
         env=eng.cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180)
     assert ddp.returncode == 0, ddp.stderr
     run_dir = tmp_path / "ddp"

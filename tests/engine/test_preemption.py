@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -137,32 +138,18 @@ def _process_tree(pid: int) -> list[int]:
     return tree
 
 
-def _torchrun(eng, args: list[str]) -> list[str]:
-    import socket
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-            "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "momentlens",
-            "train", *args]
-
-
 def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp_path, eng):
     # scancel signals every process of the job: torchrun's agent, both ranks and their
     # loader workers, each on its own (the ranks are in sessions of their own), and the
     # agent forwards SIGTERM to the ranks again. The ranks stop after the same step,
     # rank 0 saves it, and the run resumed under torchrun ends as an uninterrupted one.
-    import subprocess
-
     settings = {"width": 0.0625, "checkpoint_steps": 1, "workers": 2, "schedule": "cosine",
                 "warmup_epochs": 1}
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "preempted"
     env = eng.cli_env(OMP_NUM_THREADS="1")
 
     def start(args: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(_torchrun(eng, args), env=env, stdout=subprocess.PIPE,
+        return subprocess.Popen(eng.torchrun_train(args), env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     reference = start(eng.train_args(synth_dir, ref_dir, **settings) + ["--deterministic"])
@@ -183,7 +170,7 @@ def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp
     assert _group_gone(proc.pid)
     assert 1 <= eng.last_step(run_dir) < 6
 
-    done = subprocess.run(_torchrun(eng, ["--resume", str(run_dir)]), env=env,
+    done = subprocess.run(eng.torchrun_train(["--resume", str(run_dir)]), env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert eng.last_step(run_dir) == eng.last_step(ref_dir) == 6
