@@ -147,10 +147,10 @@ class TrainConfig:
         if self.shortcut is not None and self.shortcut not in SHORTCUTS:
             raise MomentlensError(f"bad value {self.shortcut!r} for 'shortcut'; allowed: "
                                   f"{', '.join(SHORTCUTS)}")
-        for key in ("last_stride", "layer3_stride"):
-            value = getattr(self, key)
-            if value is not None and value not in (1, 2):
-                raise MomentlensError(f"bad value {value!r} for '{key}'; allowed: 1, 2")
+        for key, allowed in (("last_stride", (1, 2)), ("layer3_stride", (None, 1, 2))):
+            if getattr(self, key) not in allowed:
+                raise MomentlensError(f"bad value {getattr(self, key)!r} for '{key}'; "
+                                      "allowed: 1, 2")
         if self.lr > 3.0e38:  # beyond float32, which the optimiser works in
             raise MomentlensError(f"'lr' must be below 3e38 (float32), got {self.lr}")
         if not 0 < self.width <= 4:
