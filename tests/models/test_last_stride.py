@@ -50,6 +50,9 @@ def test_layer3_stride_is_checked_in_the_model_and_the_config():
         create_model("r3d18", 5, width=0.125, layer3_stride=4)
     with pytest.raises(MomentlensError, match="layer3_stride"):
         TrainConfig(model="r3d10", layer3_stride=0).validate()
+    with pytest.raises(MomentlensError, match="'last_stride'"):
+        TrainConfig(model="r3d10", last_stride=None).validate()  # unset is for layer3 only
+    TrainConfig(model="r3d10", layer3_stride=None).validate()
     assert model_options(TrainConfig(model="r3d10", layer3_stride=1))["layer3_stride"] == 1
     with pytest.raises(MomentlensError, match="no option layer3_stride"):
         model_options(TrainConfig(model="r2d18", layer3_stride=1))
