@@ -153,11 +153,14 @@ def test_torchrun_train_matches_one_process(synth_dir, tmp_path, eng):
     assert len(list((run_dir / "tensorboard").glob("events.*"))) == 1  # rank 0 only
     assert eng.last_step(run_dir) == 1
     a, b = eng.weights(run_dir), eng.weights(tmp_path / "single")
+    # Two half-batch gradients averaged over gloo sum in another order than one
+    # full-batch gradient: at lr 0.5 that leaves up to a few 1e-6 (seen: 3.8e-6).
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=2e-5)
     torch.manual_seed(0)  # the runs' initial weights (seed 0): the step moved the head
     initial = create_model("r3d10", num_classes=3, width=0.125, frames=4, size=32)
-    assert not torch.equal(a["fc.weight"], initial.state_dict()["fc.weight"])
+    # ... by far more than that tolerance, so a wrong gradient average cannot pass.
+    assert (a["fc.weight"] - initial.state_dict()["fc.weight"]).abs().max() > 1e-3
     assert torch.equal(a["conv1.weight"], initial.state_dict()["conv1.weight"])  # frozen
     row = json.loads((run_dir / "metrics.jsonl").read_text())
     ref = json.loads((tmp_path / "single" / "metrics.jsonl").read_text())
