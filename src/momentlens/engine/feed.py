@@ -10,6 +10,10 @@ of workers and whether they persist, so a resumed run replays the uninterrupted 
 
 Under several processes on one machine each process gets its share of the cores
 (:func:`loader_workers`): workers x processes never exceed the cores it may use.
+
+Batches come through a ring of shared-memory slots per worker that stay mapped for the
+run (:mod:`momentlens.engine.batch_ring`): no new shared file and no page faults per
+batch, in the workers or in the main process.
 """
 
 from __future__ import annotations
@@ -23,11 +27,16 @@ import torch
 
 from momentlens.data.dataset import VideoDataset
 from momentlens.data.transforms import ClipTransform
+from momentlens.engine.batch_ring import RingCollate
 from momentlens.engine.distributed import DistInfo, EpochSampler
-from momentlens.engine.inference import make_loader
+from momentlens.engine.inference import PREFETCH_FACTOR, make_loader
 from momentlens.utils import MomentlensError
 
 log = logging.getLogger(__name__)
+
+#: Shared-memory slots per loader worker (:mod:`momentlens.engine.batch_ring`): the
+#: batches it may have ahead, the one being used and the one before it.
+RING_SLOTS = PREFETCH_FACTOR + 2
 
 
 class EpochKeyed:
@@ -110,6 +119,7 @@ class TrainFeed:
         self.dataset, self.sampler = dataset, sampler
         self.workers, self.device, self.persistent = workers, device, persistent
         self._loader: torch.utils.data.DataLoader | None = None
+        self._collate: RingCollate | None = None
 
     def epoch(self, epoch: int, start_batch: int = 0) -> torch.utils.data.DataLoader:
         """The loader of ``epoch``, starting at batch ``start_batch`` of this rank."""
@@ -117,9 +127,11 @@ class TrainFeed:
         self.sampler.set_epoch(epoch, start_batch=start_batch)
         if self._loader is None or not self.persistent:
             self.close()
+            self._collate = RingCollate(RING_SLOTS)
             self._loader = make_loader(EpochKeyed(self.dataset), self.sampler.batch_size,
                                        self.workers, KeyedSampler(self.sampler), self.device,
-                                       persistent=self.persistent and self.workers > 0)
+                                       persistent=self.persistent and self.workers > 0,
+                                       collate_fn=self._collate)
         return self._loader
 
     def close(self) -> None:
@@ -130,6 +142,8 @@ class TrainFeed:
             iterator._shutdown_workers()
         if loader is not None:
             loader._iterator = None
+        if self._collate is not None:
+            self._collate.forget()
 
     def __enter__(self) -> TrainFeed:
         return self

@@ -50,16 +50,24 @@ class Normalizer:
         return x
 
 
+#: Batches each loader worker prepares ahead.
+PREFETCH_FACTOR = 4
+
+
 def make_loader(dataset: Any, batch_size: int, workers: int, sampler: torch.utils.data.Sampler,
-                device: torch.device, persistent: bool = False) -> torch.utils.data.DataLoader:
+                device: torch.device, persistent: bool = False,
+                collate_fn: Any = None) -> torch.utils.data.DataLoader:
     """A loader of ``dataset`` in ``sampler`` order. Its workers ignore SIGINT and SIGTERM
     (a signal to the process group is the main process's to handle: see
     :mod:`momentlens.engine.signals`); item randomness comes from the dataset's own
-    ``(seed, epoch, index)`` generators, never from which worker loads an item."""
+    ``(seed, epoch, index)`` generators, never from which worker loads an item.
+    ``collate_fn``: the default collate when ``None``."""
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(persistent_workers=persistent, prefetch_factor=4,
+        kwargs.update(persistent_workers=persistent, prefetch_factor=PREFETCH_FACTOR,
                       worker_init_fn=ignore_stop_signals)
+    if collate_fn is not None:
+        kwargs["collate_fn"] = collate_fn
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=device.type == "cuda", drop_last=False, **kwargs)
