@@ -114,12 +114,14 @@ def pretrain_trunk(key: str, out: Path, plan: DemoPlan, seed: int, overrides: di
     the 3D trunk sees one-frame clips and is inflated (engine/pretrain2d). Reused when a
     file with the same settings exists."""
     from momentlens.engine.config import load_config
+    from momentlens.engine.factory import BUILDER_SETTINGS, model_options
     from momentlens.engine.pretrain2d import pretrain_2d
 
-    trunk = ("width", "last_stride", "layer3_stride")
-    cfg = load_config(_recipe(MODELS[key][0]), {k: v for k, v in overrides.items() if k in trunk})
-    settings = {"model": cfg.model, **{k: getattr(cfg, k) for k in trunk
-                                       if getattr(cfg, k) is not None},
+    cfg = load_config(_recipe(MODELS[key][0]),
+                      {k: v for k, v in overrides.items() if k in BUILDER_SETTINGS})
+    # the recipe's architecture; the pretraining has its own image size and one frame
+    trunk = {k: v for k, v in model_options(cfg).items() if k not in ("frames", "size")}
+    settings = {"model": cfg.model, **trunk,
                 "size": plan.pretrain_size, "steps": plan.pretrain_steps, "seed": seed}
     path = out / f"pretrain_{key}.safetensors"
     record = path.parent / (path.name + ".json")

@@ -75,6 +75,9 @@ class TrainConfig:
     no_max_pool: bool | None = None  # skip the max-pool after the stem
     shortcut: str | None = None  # A (zero-padded identity) or B (1x1x1 conv + BN)
     layer3_stride: int | None = None  # spatial stride of layer3 (2); 1 = twice finer CAMs
+    layer2_stride: int | None = None  # spatial stride of layer2 (2); 1 = twice finer again
+    late_t_stride: int | None = None  # temporal stride of layer3 and layer4 (2); 1 = CAMs
+    #                                   with T/4 time slices
     frames: int = 16
     size: int = 112
     resize: int = 0  # short side before cropping; 0: size * 8 / 7 (128 for 112)
@@ -147,7 +150,8 @@ class TrainConfig:
         if self.shortcut is not None and self.shortcut not in SHORTCUTS:
             raise MomentlensError(f"bad value {self.shortcut!r} for 'shortcut'; allowed: "
                                   f"{', '.join(SHORTCUTS)}")
-        for key, allowed in (("last_stride", (1, 2)), ("layer3_stride", (None, 1, 2))):
+        for key, allowed in (("last_stride", (1, 2)), ("layer3_stride", (None, 1, 2)),
+                             ("layer2_stride", (None, 1, 2)), ("late_t_stride", (None, 1, 2))):
             if getattr(self, key) not in allowed:
                 raise MomentlensError(f"bad value {getattr(self, key)!r} for '{key}'; "
                                       "allowed: 1, 2")

@@ -34,7 +34,7 @@ def pretrain_2d(out: str | os.PathLike[str], model: str = "r2d18", width: float 
                 last_stride: int = 1, size: int = 96, steps: int = 600, batch: int = 64,
                 lr: float = 2e-3, seed: int = 0, extra_only: bool = False,
                 threads: int = 0, device: str = "cpu", frames: int = 1,
-                layer3_stride: int | None = None) -> dict:
+                **options: object) -> dict:
     """Train ``model``'s trunk on ``steps`` batches of ``batch`` shape images of ``size``
     px (AdamW, 5% linear warm-up, cosine from ``lr``) and write its state dict to ``out`` (safetensors)
     plus ``out`` + ``.json`` (settings, seconds, last-100-step train accuracy).
@@ -42,15 +42,16 @@ def pretrain_2d(out: str | os.PathLike[str], model: str = "r2d18", width: float 
     torch's default); ``device``: where to train. A 3D ``model`` (e.g. ``r3d10``) sees
     each image as a still clip of ``frames`` copies; with ``frames=1`` (as cheap as a 2D
     model) the saved kernels keep only their centre tap (:func:`centre_taps`), ready
-    for clips of any length. ``layer3_stride``: that option of a 3D-ResNet (unset: the
-    model's default). Returns the JSON record."""
+    for clips of any length. ``options``: more of the model's builder options (a
+    3D-ResNet's ``layer3_stride``, ``conv1_t_size``, ...; the fine-tuning recipe's, so the
+    weights fit it). Returns the JSON record."""
     from momentlens.models.registry import create_model
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     kinds = EXTRA_ONLY if extra_only else PRETRAIN_SHAPES
-    extra = {} if layer3_stride is None else {"layer3_stride": layer3_stride}
+    extra = {k: v for k, v in options.items() if v is not None}
     net = create_model(model, len(kinds), width=width, last_stride=last_stride, frames=frames,
                        size=size, **extra).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)

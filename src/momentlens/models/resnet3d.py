@@ -174,7 +174,11 @@ class ResNet3D(VideoClassifier):
     :class:`ReplicateTimeConv3d`); ``frames``, ``size``, ``norm`` for ``input_spec``;
     ``last_stride`` 1 halves the spatial stride of ``layer4`` (finer CAMs, same keys);
     ``layer3_stride`` 1 does the same for ``layer3`` (with ``last_stride`` 1: maps at 1/8
-    of the input with the default stem, four times finer than the reference's 1/32).
+    of the input with the default stem, four times finer than the reference's 1/32), and
+    ``layer2_stride`` 1 for ``layer2`` (with both: 1/4).
+    ``late_t_stride`` 1 stops ``layer3`` and ``layer4`` from halving time: the last map
+    keeps ``layer2``'s time slices (T/4 with the default stem, 4 for 16 frames, instead
+    of 1), so a class activation map follows an object that moves within the clip.
     ``forward_features`` returns ``(B, C, T/16, H/32, W/32)`` with the default stem
     and max-pool (``(B, C, T/8, H/16, W/16)`` with ``no_max_pool``), sizes rounded up.
     """
@@ -186,10 +190,12 @@ class ResNet3D(VideoClassifier):
                  conv1_t_size: int = 7, conv1_t_stride: int = 1, no_max_pool: bool = False,
                  t_pad: str = "zeros", frames: int = 16, size: int = 112,
                  norm: str | None = None, last_stride: int = 2,
-                 layer3_stride: int = 2) -> None:
+                 layer3_stride: int = 2, layer2_stride: int = 2,
+                 late_t_stride: int = 2) -> None:
         super().__init__()
         _check_choice("style", style, STYLES)
-        for key, value in (("last_stride", last_stride), ("layer3_stride", layer3_stride)):
+        for key, value in (("last_stride", last_stride), ("layer3_stride", layer3_stride),
+                           ("layer2_stride", layer2_stride), ("late_t_stride", late_t_stride)):
             if value not in (1, 2):
                 raise MomentlensError(f"{key}={value!r} is not allowed; choose 1 or 2")
         _check_choice("t_pad", t_pad, TEMPORAL_PADDINGS)
@@ -211,13 +217,15 @@ class ResNet3D(VideoClassifier):
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
         opts = {"t_pad": t_pad, "cardinality": cardinality}
         self.layer1 = self._make_layer(block, planes[0], layers[0], 1, opts)
-        self.layer2 = self._make_layer(block, planes[1], layers[1], 2, opts)
-        # A stride of 1 keeps a stage at the spatial resolution of the one before (time
-        # is still halved): twice finer class activation maps each, same weights and keys.
-        self.layer3 = self._make_layer(block, planes[2], layers[2], _stage_stride(layer3_stride),
-                                       opts)
-        self.layer4 = self._make_layer(block, planes[3], layers[3], _stage_stride(last_stride),
-                                       opts)
+        self.layer2 = self._make_layer(block, planes[1], layers[1],
+                                       _stage_stride(layer2_stride, 2), opts)
+        # A spatial stride of 1 keeps a stage at the resolution of the one before: twice
+        # finer class activation maps each; a temporal stride of 1 keeps its time slices.
+        # Same weights and keys either way.
+        self.layer3 = self._make_layer(block, planes[2], layers[2],
+                                       _stage_stride(layer3_stride, late_t_stride), opts)
+        self.layer4 = self._make_layer(block, planes[3], layers[3],
+                                       _stage_stride(last_stride, late_t_stride), opts)
         self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -249,8 +257,8 @@ class ResNet3D(VideoClassifier):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def _stage_stride(spatial: int) -> int | tuple[int, int, int]:
-    return 2 if spatial == 2 else (2, 1, 1)
+def _stage_stride(spatial: int, temporal: int) -> int | tuple[int, int, int]:
+    return 2 if spatial == temporal == 2 else (temporal, spatial, spatial)
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
