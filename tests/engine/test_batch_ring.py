@@ -171,7 +171,7 @@ def test_a_closed_feed_unmaps_its_slots():
         for epoch in range(2):
             for clips, labels, indices in feed.epoch(epoch):
                 _check(clips, labels, indices)
-        ring = feed._collate.ring
+        ring = feed._loader.collate_fn.ring
         assert any(key[0] == ring for key in R._MAPPED)
     assert not any(key[0] == ring for key in R._MAPPED)  # closed: nothing kept mapped
 

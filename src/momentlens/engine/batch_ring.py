@@ -68,11 +68,7 @@ class RingBatch:
         self.clips, self.labels, self.indices = clips, labels, indices
         self.flag_offset, self.ring = flag_offset, ring
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"clips": self.clips, "labels": self.labels, "indices": self.indices,
-                "flag_offset": self.flag_offset, "ring": self.ring}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickled in the main process
         self.__dict__.update(state)
         flag = _flag_of(self.clips.untyped_storage(), self.flag_offset)
         key = (self.ring, flag.data_ptr())

@@ -119,7 +119,6 @@ class TrainFeed:
         self.dataset, self.sampler = dataset, sampler
         self.workers, self.device, self.persistent = workers, device, persistent
         self._loader: torch.utils.data.DataLoader | None = None
-        self._collate: RingCollate | None = None
 
     def epoch(self, epoch: int, start_batch: int = 0) -> torch.utils.data.DataLoader:
         """The loader of ``epoch``, starting at batch ``start_batch`` of this rank."""
@@ -127,11 +126,10 @@ class TrainFeed:
         self.sampler.set_epoch(epoch, start_batch=start_batch)
         if self._loader is None or not self.persistent:
             self.close()
-            self._collate = RingCollate(RING_SLOTS)
             self._loader = make_loader(EpochKeyed(self.dataset), self.sampler.batch_size,
                                        self.workers, KeyedSampler(self.sampler), self.device,
                                        persistent=self.persistent and self.workers > 0,
-                                       collate_fn=self._collate)
+                                       collate_fn=RingCollate(RING_SLOTS))
         return self._loader
 
     def close(self) -> None:
@@ -142,8 +140,8 @@ class TrainFeed:
             iterator._shutdown_workers()
         if loader is not None:
             loader._iterator = None
-        if self._collate is not None:
-            self._collate.forget()
+            if isinstance(loader.collate_fn, RingCollate):
+                loader.collate_fn.forget()
 
     def __enter__(self) -> TrainFeed:
         return self
