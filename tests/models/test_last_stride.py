@@ -109,3 +109,90 @@ def test_late_t_stride_is_checked_and_reaches_the_model():
     assert "late_t_stride" not in model_options(TrainConfig(model="r3d10"))
     with pytest.raises(MomentlensError, match="no option late_t_stride"):
         model_options(TrainConfig(model="r2d18", late_t_stride=1))
+
+
+@pytest.mark.parametrize("name,shortcut", [("r3d10", "A"), ("r3d18", "B"), ("r3d50", "B")])
+def test_temporal_stages_make_late_stages_spatial_and_keep_time(name, shortcut):
+    options = {"width": 0.125, "frames": 16, "size": 64, "shortcut": shortcut}
+    torch.manual_seed(0)
+    default = create_model(name, 5, **options)
+    torch.manual_seed(0)
+    four = create_model(name, 5, temporal_stages=4, **options)
+    x = torch.randn(2, 3, 16, 64, 64)
+    default.eval(), four.eval()
+    assert torch.equal(default(x), four(x))  # 4 = every stage temporal = the reference
+    mixed = create_model(name, 5, temporal_stages=1, **options).eval()
+    assert list(mixed.state_dict()) == list(default.state_dict())  # same keys
+    kernels = {n: m.kernel_size[0] for n, m in mixed.named_modules()
+               if isinstance(m, torch.nn.Conv3d) and m.kernel_size[1] == 3}
+    assert {k for n, k in kernels.items() if n.startswith("layer1")} == {3}
+    assert {k for n, k in kernels.items() if not n.startswith("layer1")} == {1}
+    assert mixed.forward_features(x).shape[2] == 8  # the max-pool's halving only
+    assert default.forward_features(x).shape[2] == 1
+
+
+def test_temporal_stages_bound_what_a_time_slice_sees():
+    # stem of 3 taps, max-pool 3 with stride 2, then space only: slice 0 of the last map
+    # sees frames 0-2, so changing frames 8-15 must leave it exactly as it was
+    torch.manual_seed(0)
+    options = {"width": 0.125, "frames": 16, "size": 32, "conv1_t_size": 3}
+    local = create_model("r3d10", 5, temporal_stages=0, **options).eval()
+    full = create_model("r3d10", 5, late_t_stride=1, **options).eval()
+    x = torch.randn(1, 3, 16, 32, 32)
+    y = x.clone()
+    y[:, :, 8:] = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(local.forward_features(x)[:, :, 0], local.forward_features(y)[:, :, 0])
+        assert not torch.equal(local.forward_features(x)[:, :, -1],
+                               local.forward_features(y)[:, :, -1])
+        assert not torch.equal(full.forward_features(x)[:, :, 0], full.forward_features(y)[:, :, 0])
+
+
+def test_temporal_stages_is_checked_and_reaches_the_model():
+    from momentlens.engine.config import TrainConfig
+    from momentlens.engine.factory import model_options
+
+    with pytest.raises(MomentlensError, match="temporal_stages"):
+        create_model("r3d10", 5, width=0.125, temporal_stages=5)
+    with pytest.raises(MomentlensError, match="allowed: 0, 1, 2, 3, 4"):
+        TrainConfig(model="r3d10", temporal_stages=-1).validate()
+    assert model_options(TrainConfig(model="r3d10", temporal_stages=1))["temporal_stages"] == 1
+    with pytest.raises(MomentlensError, match="no option temporal_stages"):
+        model_options(TrainConfig(model="r2d18", temporal_stages=1))
+
+
+@pytest.mark.parametrize("name,shortcut", [("r3d10", "A"), ("r3d18", "B"), ("r3d50", "B"),
+                                           ("rx3d50", "B")])
+def test_dilate_computes_the_reference_on_a_denser_grid(name, shortcut):
+    # "a trous": with the strides of layer3 and layer4 removed and the later 3x3s
+    # dilated, every 4th position of the fine map is the reference model's map
+    torch.manual_seed(0)
+    options = {"width": 0.125, "frames": 8, "size": 64, "shortcut": shortcut}
+    ref = create_model(name, 5, **options).eval()
+    fine = create_model(name, 5, last_stride=1, layer3_stride=1, dilate=True, **options).eval()
+    fine.load_state_dict(ref.state_dict())  # same keys and shapes
+    undilated = create_model(name, 5, last_stride=1, layer3_stride=1, **options).eval()
+    undilated.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        fr, ff, fu = ref.forward_features(x), fine.forward_features(x), undilated.forward_features(x)
+    assert fr.shape[-2:] == (2, 2) and ff.shape[-2:] == fu.shape[-2:] == (8, 8)
+    torch.testing.assert_close(ff[..., ::4, ::4], fr, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(fu[..., ::4, ::4], fr, atol=1e-3)  # without dilation: not so
+
+
+def test_dilate_with_one_stage_and_the_config():
+    from momentlens.engine.config import TrainConfig
+    from momentlens.engine.factory import model_options
+
+    torch.manual_seed(0)
+    options = {"width": 0.125, "frames": 8, "size": 64}
+    ref = create_model("r3d18", 5, **options).eval()
+    fine = create_model("r3d18", 5, last_stride=1, dilate=True, **options).eval()
+    fine.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fine.forward_features(x)[..., ::2, ::2],
+                                   ref.forward_features(x), atol=1e-5, rtol=1e-4)
+    assert model_options(TrainConfig(model="r3d10", dilate=True))["dilate"] is True
+    assert "dilate" not in model_options(TrainConfig(model="r3d10"))

@@ -78,6 +78,9 @@ class TrainConfig:
     layer2_stride: int | None = None  # spatial stride of layer2 (2); 1 = twice finer again
     late_t_stride: int | None = None  # temporal stride of layer3 and layer4 (2); 1 = CAMs
     #                                   with T/4 time slices
+    temporal_stages: int | None = None  # stages with 3-tap temporal kernels (4); the rest
+    #                                     convolve space only and keep every time slice
+    dilate: bool | None = None  # stages kept at stride 1 dilate later 3x3s (same field)
     frames: int = 16
     size: int = 112
     resize: int = 0  # short side before cropping; 0: size * 8 / 7 (128 for 112)
@@ -151,10 +154,12 @@ class TrainConfig:
             raise MomentlensError(f"bad value {self.shortcut!r} for 'shortcut'; allowed: "
                                   f"{', '.join(SHORTCUTS)}")
         for key, allowed in (("last_stride", (1, 2)), ("layer3_stride", (None, 1, 2)),
-                             ("layer2_stride", (None, 1, 2)), ("late_t_stride", (None, 1, 2))):
+                             ("layer2_stride", (None, 1, 2)), ("late_t_stride", (None, 1, 2)),
+                             ("temporal_stages", (None, 0, 1, 2, 3, 4))):
             if getattr(self, key) not in allowed:
+                shown = ", ".join(str(a) for a in allowed if a is not None)
                 raise MomentlensError(f"bad value {getattr(self, key)!r} for '{key}'; "
-                                      "allowed: 1, 2")
+                                      f"allowed: {shown}")
         if self.lr > 3.0e38:  # beyond float32, which the optimiser works in
             raise MomentlensError(f"'lr' must be below 3e38 (float32), got {self.lr}")
         if not 0 < self.width <= 4:

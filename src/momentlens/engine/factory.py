@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: Settings of the training config that are also model builder options.
 BUILDER_SETTINGS = ("width", "frames", "size", "last_stride", "style", "conv1_t_size",
                     "conv1_t_stride", "no_max_pool", "shortcut", "layer3_stride",
-                    "layer2_stride", "late_t_stride")
+                    "layer2_stride", "late_t_stride", "temporal_stages", "dilate")
 
 
 # ----------------------------------------------------------------------------- model, data

@@ -68,11 +68,14 @@ class ReplicateTimeConv3d(nn.Conv3d):
 
 
 def _conv3d(cin: int, cout: int, kernel: int | tuple[int, int, int], stride: Any = 1,
-            groups: int = 1, t_pad: str = "zeros") -> nn.Conv3d:
+            groups: int = 1, t_pad: str = "zeros", dilation: int = 1) -> nn.Conv3d:
+    """``dilation`` spreads the spatial taps only (time stays dense)."""
     k = (kernel,) * 3 if isinstance(kernel, int) else kernel
     cls = ReplicateTimeConv3d if t_pad == "replicate" else nn.Conv3d
-    return cls(cin, cout, kernel_size=k, stride=stride, padding=tuple(i // 2 for i in k),
-               groups=groups, bias=False)
+    d = (1, dilation, dilation)
+    return cls(cin, cout, kernel_size=k, stride=stride,
+               padding=tuple(i // 2 * j for i, j in zip(k, d)), dilation=d, groups=groups,
+               bias=False)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -99,11 +102,13 @@ class BasicBlock3d(nn.Module):
 
     def __init__(self, cin: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, *, t_pad: str = "zeros",
-                 cardinality: int = 1) -> None:
+                 cardinality: int = 1, t_kernel: int = 3,
+                 dilation: tuple[int, int] = (1, 1)) -> None:
         super().__init__()
-        self.conv1 = _conv3d(cin, planes, 3, stride, t_pad=t_pad)
+        k = (t_kernel, 3, 3)
+        self.conv1 = _conv3d(cin, planes, k, stride, t_pad=t_pad, dilation=dilation[0])
         self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = _conv3d(planes, planes, 3, t_pad=t_pad)
+        self.conv2 = _conv3d(planes, planes, k, t_pad=t_pad, dilation=dilation[1])
         self.bn2 = nn.BatchNorm3d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -121,7 +126,8 @@ class Bottleneck3d(nn.Module):
 
     def __init__(self, cin: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, *, t_pad: str = "zeros",
-                 cardinality: int = 1) -> None:
+                 cardinality: int = 1, t_kernel: int = 3,
+                 dilation: tuple[int, int] = (1, 1)) -> None:
         super().__init__()
         mid = self.mid_channels(planes, cardinality)
         cout = planes * self.expansion
@@ -129,7 +135,8 @@ class Bottleneck3d(nn.Module):
         self.bn1 = nn.BatchNorm3d(mid)
         # Groups must divide the width; at width < 1 a ResNeXt keeps as many as fit.
         groups = math.gcd(cardinality, mid) if self.grouped else 1
-        self.conv2 = _conv3d(mid, mid, 3, stride, groups=groups, t_pad=t_pad)
+        self.conv2 = _conv3d(mid, mid, (t_kernel, 3, 3), stride, groups=groups, t_pad=t_pad,
+                             dilation=dilation[0])
         self.bn2 = nn.BatchNorm3d(mid)
         self.conv3 = _conv3d(mid, cout, 1)
         self.bn3 = nn.BatchNorm3d(cout)
@@ -179,6 +186,13 @@ class ResNet3D(VideoClassifier):
     ``late_t_stride`` 1 stops ``layer3`` and ``layer4`` from halving time: the last map
     keeps ``layer2``'s time slices (T/4 with the default stem, 4 for 16 frames, instead
     of 1), so a class activation map follows an object that moves within the clip.
+    ``temporal_stages`` (0-4, default 4) is how many of ``layer1..4`` keep 3-tap temporal
+    kernels; the later ones convolve space only (1x3x3) and never stride time (Tran et
+    al.'s mixed convolutions, as torchvision's ``mc3_18`` on this layout).
+    ``dilate`` makes every stage set to spatial stride 1 above dilate the 3x3
+    convolutions after its first by 2 (spatially, compounding): the model then computes
+    the reference's map on a denser grid (every 2nd or 4th position of its map equals the
+    reference's, same weights), instead of a map with a smaller receptive field.
     ``forward_features`` returns ``(B, C, T/16, H/32, W/32)`` with the default stem
     and max-pool (``(B, C, T/8, H/16, W/16)`` with ``no_max_pool``), sizes rounded up.
     """
@@ -191,7 +205,8 @@ class ResNet3D(VideoClassifier):
                  t_pad: str = "zeros", frames: int = 16, size: int = 112,
                  norm: str | None = None, last_stride: int = 2,
                  layer3_stride: int = 2, layer2_stride: int = 2,
-                 late_t_stride: int = 2) -> None:
+                 late_t_stride: int = 2, temporal_stages: int = 4,
+                 dilate: bool = False) -> None:
         super().__init__()
         _check_choice("style", style, STYLES)
         for key, value in (("last_stride", last_stride), ("layer3_stride", layer3_stride),
@@ -199,6 +214,9 @@ class ResNet3D(VideoClassifier):
             if value not in (1, 2):
                 raise MomentlensError(f"{key}={value!r} is not allowed; choose 1 or 2")
         _check_choice("t_pad", t_pad, TEMPORAL_PADDINGS)
+        if temporal_stages not in range(5):
+            raise MomentlensError(f"temporal_stages={temporal_stages!r} is not allowed; "
+                                  "choose 0 to 4")
         if shortcut is None:
             shortcut = shallow_shortcut if style == "2018" else "B"
         _check_choice("shortcut", shortcut, SHORTCUTS)
@@ -215,17 +233,9 @@ class ResNet3D(VideoClassifier):
         self.bn1 = nn.BatchNorm3d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
-        opts = {"t_pad": t_pad, "cardinality": cardinality}
-        self.layer1 = self._make_layer(block, planes[0], layers[0], 1, opts)
-        self.layer2 = self._make_layer(block, planes[1], layers[1],
-                                       _stage_stride(layer2_stride, 2), opts)
-        # A spatial stride of 1 keeps a stage at the resolution of the one before: twice
-        # finer class activation maps each; a temporal stride of 1 keeps its time slices.
-        # Same weights and keys either way.
-        self.layer3 = self._make_layer(block, planes[2], layers[2],
-                                       _stage_stride(layer3_stride, late_t_stride), opts)
-        self.layer4 = self._make_layer(block, planes[3], layers[3],
-                                       _stage_stride(last_stride, late_t_stride), opts)
+        self._make_stages(block, layers, planes, {"t_pad": t_pad, "cardinality": cardinality},
+                          ((1, 1), (layer2_stride, 2), (layer3_stride, late_t_stride),
+                           (last_stride, late_t_stride)), temporal_stages, dilate)
         self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -234,8 +244,33 @@ class ResNet3D(VideoClassifier):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _make_stages(self, block: Block, layers: tuple[int, ...], planes: list[int],
+                     opts: dict[str, Any], strides: tuple[tuple[int, int], ...],
+                     temporal_stages: int, dilate: bool) -> None:
+        """``layer1..4`` from each stage's ``(spatial, temporal)`` stride.
+
+        A spatial stride of 1 keeps a stage at the resolution of the one before: twice
+        finer class activation maps each; a temporal stride of 1 keeps its time slices.
+        Same weights and keys either way. Stages past ``temporal_stages`` convolve space
+        only (1x3x3) and keep every time slice. With ``dilate``, a stage kept at stride 1
+        spreads the taps of every later 3x3 by 2 more (its own first one excepted), so
+        each keeps the receptive field it had on the reference's coarser grid (the "a
+        trous" rule of dilated ResNets).
+        """
+        dil = 1
+        for i, (n, (s_sp, s_t)) in enumerate(zip(layers, strides)):
+            temporal = i < temporal_stages
+            first = dil
+            if dilate and i > 0 and s_sp == 1:
+                dil *= 2
+            stage_opts = {**opts, "t_kernel": 3 if temporal else 1}
+            setattr(self, f"layer{i + 1}", self._make_layer(
+                block, planes[i], n, _stage_stride(s_sp, s_t if temporal else 1), stage_opts,
+                (first, dil)))
+
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: Any,
-                    opts: dict[str, Any]) -> nn.Sequential:
+                    opts: dict[str, Any], dilation: tuple[int, int] = (1, 1)
+                    ) -> nn.Sequential:
         cout = planes * block.expansion
         downsample: nn.Module | None = None
         if stride != 1 or self.inplanes != cout:
@@ -244,9 +279,10 @@ class ResNet3D(VideoClassifier):
             else:
                 downsample = nn.Sequential(_conv3d(self.inplanes, cout, 1, stride),
                                            nn.BatchNorm3d(cout))
-        layers = [block(self.inplanes, planes, stride, downsample, **opts)]
+        layers = [block(self.inplanes, planes, stride, downsample, dilation=dilation, **opts)]
         self.inplanes = cout
-        layers += [block(cout, planes, **opts) for _ in range(1, blocks)]
+        layers += [block(cout, planes, dilation=(dilation[1],) * 2, **opts)
+                   for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,7 +294,7 @@ class ResNet3D(VideoClassifier):
 
 
 def _stage_stride(spatial: int, temporal: int) -> int | tuple[int, int, int]:
-    return 2 if spatial == temporal == 2 else (temporal, spatial, spatial)
+    return spatial if spatial == temporal else (temporal, spatial, spatial)
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
