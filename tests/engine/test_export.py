@@ -67,6 +67,24 @@ def test_export_parity_every_family(tmp_path, write_model_file, family):
     assert result["top1_agreement"] == 1.0
 
 
+@pytest.mark.parametrize("options", [{"temporal_stages": 1},
+                                     {"dilate": True, "last_stride": 1, "layer3_stride": 1}])
+def test_architecture_options_survive_the_model_file_and_export(tmp_path, write_model_file,
+                                                               options):
+    path = write_model_file(tmp_path / "m", CLASSES, 0, model="r3d10", frames=4, size=32,
+                            width=0.125, **options)
+    model, meta = load_model(path)  # rebuilt from the options the file records
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv3d)}
+    if "temporal_stages" in options:
+        assert convs["layer2.0.conv1"].kernel_size == (1, 3, 3)
+    else:
+        assert convs["layer4.0.conv2"].dilation == (1, 4, 4)
+    out = X.export_onnx(model, meta, tmp_path / "m.onnx")
+    onnx_model, _ = X.load_onnx(out)
+    result = X.parity(model, onnx_model, torch.randn(3, 3, 4, 32, 32))
+    assert result["relative_diff"] < 1e-4, result
+
+
 def test_metadata_makes_the_file_usable_alone(tmp_path, r3d):
     import onnx
 
