@@ -80,3 +80,39 @@ def test_group_metrics_and_finding_are_computed(tmp_path):
 def test_recipes_exist():
     for recipe, _ in demo.MODELS.values():
         assert Path(demo._recipe(recipe)).is_file()
+
+
+STOP_SCRIPT = """
+import sys
+from momentlens import cli, demo
+demo.FULL = demo.DemoPlan(train_per_class=3, val_per_class=2, video_size=48, epochs=500,
+                          cam_videos=1, pretrain_steps=3, pretrain_size=32)
+sys.exit(cli.main(["demo", "--out", sys.argv[1], "--device", "cpu"]))
+"""
+
+
+def test_a_stopped_training_stops_the_demo_and_is_not_marked_finished(tmp_path):
+    # Ctrl-C or SIGTERM (to the whole process group, loader workers included) during a
+    # training stage: the demo ends with 128 + the signal and does not go on to the next
+    # stage nor mark the stopped run finished, so the next demo trains it again.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-c", STOP_SCRIPT, str(out)],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    last = out / "runs" / "2d" / "checkpoints" / "last.txt"
+    deadline = time.monotonic() + 240
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.is_file(), "the 2D training never saved a checkpoint"
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "demo stopped: the 2d training was stopped by SIGTERM" in err, err
+    assert "Traceback" not in err
+    assert not (out / "runs" / "2d" / "DONE.json").exists()
+    assert not (out / "runs" / "3d").exists() and not (out / "summary.json").exists()

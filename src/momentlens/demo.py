@@ -19,6 +19,7 @@ import base64
 import html
 import json
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +29,16 @@ from typing import Any
 import numpy as np
 
 from momentlens.utils import MomentlensError, write_json_atomic
+
+
+class DemoStopped(Exception):
+    """A training stage was stopped by SIGINT / SIGTERM (its checkpoint saved, the run not
+    marked finished, so the next ``momentlens demo`` trains that stage again)."""
+
+    def __init__(self, signum: int, stage: str) -> None:
+        super().__init__(f"the {stage} training was stopped by "
+                         f"{signal.Signals(signum).name}")
+        self.signal, self.stage = int(signum), stage
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,8 @@ def _train(key: str, data: Path, out: Path, plan: DemoPlan, device: str, seed: i
     if run_dir.exists():
         shutil.rmtree(run_dir)
     result = T.run(cfg)
+    if result.get("stopped"):  # Ctrl-C or SIGTERM: saved, not finished; the demo ends
+        raise DemoStopped(result["signal"], key)
     write_json_atomic(done, {**stamp, "result": result})
     return run_dir
 

@@ -114,7 +114,10 @@ def test_sigterm_twice_does_not_abort_the_save(synth_dir, tmp_path, eng):
     assert "Traceback" not in err and "stopped by SIGTERM" in err, err
     assert _group_gone(proc.pid)
     stopped_at = eng.last_step(run_dir)
-    assert 2 <= stopped_at < 6  # the step under way when the signals came was saved
+    # the step under way when the signals came was saved: step 1 when the first one came
+    # between step 1's checkpoint and the stop check after it (the second then lands in
+    # the teardown, which test_stop_signals.py covers), a later one otherwise
+    assert 1 <= stopped_at < 6
 
     done = eng.run_train(["--resume", str(run_dir)])
     assert done.returncode == 0, done.stderr

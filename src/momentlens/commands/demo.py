@@ -6,7 +6,15 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from momentlens import demo
+    import sys
 
-    demo.run(args.out, device=args.device, quick=args.quick, seed=args.seed)
+    from momentlens import demo
+    from momentlens.engine.signals import exit_status
+
+    try:
+        demo.run(args.out, device=args.device, quick=args.quick, seed=args.seed)
+    except demo.DemoStopped as stop:
+        print(f"demo stopped: {stop}; run it again to go on (the dataset, the pretraining "
+              "and finished trainings are reused)", file=sys.stderr)
+        return exit_status(stop.signal)
     return 0

@@ -12,7 +12,9 @@ the agent then forwards its own SIGTERM to each rank. Under ``torchrun`` the ran
 on stopping after the same step (:meth:`StopRequest.agreed`), so rank 0's checkpoint is
 one every rank reached. They agree over a gloo group of their own, on the CPU: with
 NCCL, a flag reduced on the GPU and read back would make the host wait for the GPU at
-every step.
+every step. Once a run has stopped on SIGTERM, the process ignores further SIGTERMs (it
+is already on its way out), so a second one during the teardown cannot replace the exit
+status 143 with death by the signal.
 """
 
 from __future__ import annotations
@@ -86,4 +88,9 @@ class StopRequest:
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
+            if sig == signal.SIGTERM == self.signal and old is signal.SIG_DFL:
+                # Stopped by SIGTERM: the process is on its way out (the command exits
+                # 143). A second SIGTERM (SLURM, torchrun's agent) must not turn that
+                # clean exit into death by the signal while it tears down.
+                old = signal.SIG_IGN
             signal.signal(sig, old)
