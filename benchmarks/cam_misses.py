@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from momentlens.cam.localize import load_boxes, peak, pointing_game
+from momentlens.cam.localize import boxed_records, peak, per_class_subset, pointing_game
 from momentlens.cam.video import cam_dataset, dataset_cams, input_spec
 from momentlens.data.layout import load_split
 from momentlens.engine.checkpoint import load_model
@@ -32,21 +32,14 @@ def _frames(run: str, data: Path, per_class: int) -> tuple[list[tuple], int]:
     spec = meta["input"]
     half = spec["frames"] * spec.get("stride", 1) // 2
     split = load_split(data, "validation")
-    taken: dict[int, int] = {}
-    kept, boxes = [], []
-    for rec in split.records:
-        rel = Path(rec.path).relative_to(Path(split.root) / split.name)
-        gt = load_boxes(split.root, split.name, rel)
-        if gt is not None and taken.get(rec.label, 0) < per_class:
-            taken[rec.label] = taken.get(rec.label, 0) + 1
-            kept.append(rec)
-            boxes.append(gt.astype(float))
+    # the videos `evaluate --cam` scores: the first per_class of each class that have boxes
+    kept, boxes = boxed_records(split, per_class_subset(split.records, per_class))
     dataset = cam_dataset(input_spec(model, meta), kept)
     rows = []
     for i, rec in enumerate(kept):
         name = split.classes[rec.label]
         cam = dataset_cams(model, meta, dataset, i, class_names=[name], topk=0, frames=8)[0]
-        b = boxes[i]
+        b = boxes[i].astype(float)
         centre, side = (b[:, :2] + b[:, 2:]) / 2, (b[:, 2:] - b[:, :2]).mean(1)
         for hm, f in zip(cam.heatmaps, cam.frame_indices):
             x0, y0, x1, y1 = b[f]

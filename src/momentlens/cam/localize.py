@@ -190,7 +190,7 @@ def load_boxes(data_root: str | os.PathLike[str], split: str, rel_path: str | os
     return np.asarray(videos[key], dtype=np.int64).reshape(-1, 4)
 
 
-def _per_class_subset(records: Sequence[VideoRecord], per_class: int) -> list[VideoRecord]:
+def per_class_subset(records: Sequence[VideoRecord], per_class: int) -> list[VideoRecord]:
     """The first ``per_class`` records of each label (all when ``per_class`` <= 0)."""
     if per_class <= 0:
         return list(records)
@@ -203,7 +203,7 @@ def _per_class_subset(records: Sequence[VideoRecord], per_class: int) -> list[Vi
     return out
 
 
-def _boxed(split: Split, records: Sequence[VideoRecord]
+def boxed_records(split: Split, records: Sequence[VideoRecord]
            ) -> tuple[list[VideoRecord], list[np.ndarray]]:
     """The records that ``boxes.json`` lists, with their boxes ``(N_video, 4)``."""
     folder = Path(split.root) / split.name
@@ -233,8 +233,8 @@ def cam_scores(model: nn.Module, meta: dict[str, Any], split: Split,
     """
     if device is not None:
         model = model.to(device)
-    chosen = _per_class_subset(records, per_class)
-    kept, boxes = _boxed(split, chosen)
+    chosen = per_class_subset(records, per_class)
+    kept, boxes = boxed_records(split, chosen)
     if not kept:
         raise MomentlensError(f"none of the {len(chosen)} videos has boxes in "
                               f"{split.root}/{BOXES_FILE}")
