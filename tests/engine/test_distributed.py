@@ -64,8 +64,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(worker: Path, world: int, args: list[str]) -> None:
-    """Run ``world`` processes of ``worker`` with torchrun's variables; each must exit 0."""
+def _start(worker: Path, world: int, args: list[str], timeout: float = 180) -> None:
+    """Run ``world`` processes of ``worker`` with torchrun's variables; each must exit 0
+    within ``timeout`` seconds (all are killed otherwise)."""
     port = str(_free_port())
     procs = []
     for rank in range(world):
@@ -76,9 +77,15 @@ def _start(worker: Path, world: int, args: list[str]) -> None:
         procs.append(subprocess.Popen(
             [sys.executable, str(worker), *args], env={**_base_env(), **env},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=timeout)
+            assert p.returncode == 0, err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
 
 
 def _launch(data: Path, out: Path, world: int, *extra: str) -> list[dict]:
@@ -98,6 +105,21 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path, sig
     assert [r["step"] for r in records] == [3, 3]
     assert [r["signal"] for r in records] == [int(signal.SIGTERM)] * 2
     assert [r["group"] for r in records] == ["gloo", "gloo"]
+
+
+@pytest.mark.parametrize("signalled", [0, 1])
+def test_a_signal_during_the_agreement_stops_every_rank_at_the_next_one(tmp_path, signalled):
+    # The signal lands while the signalled rank waits in the agreement's reduction, its
+    # flag already sent as 0. Every rank must answer from the reduced flag (go on) and
+    # stop together at the next step; answering from the local flag stopped that rank
+    # alone and left the other waiting in the next step's collective (a hang under
+    # torchrun, seen in CI).
+    _start(Path(__file__).with_name("stop_worker.py"), 2,
+           ["--out", str(tmp_path), "--signalled", str(signalled), "--at", "3", "--during"],
+           timeout=60)
+    records = [json.loads((tmp_path / f"stop{r}.json").read_text()) for r in range(2)]
+    assert [r["step"] for r in records] == [4, 4]
+    assert [r["signal"] for r in records] == [int(signal.SIGTERM)] * 2
 
 
 def _base_env() -> dict[str, str]:

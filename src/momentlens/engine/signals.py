@@ -71,8 +71,14 @@ class StopRequest:
     def agreed(self, info: DistInfo) -> bool:
         """Whether to stop now: this process's flag, or under several processes any
         rank's (a signal can reach the ranks a step apart; the first one received wins).
-        Every rank calls it after the same steps; the flags meet in a gloo group on the
-        CPU whatever the training backend, so it never waits for the GPU."""
+        Every rank calls it at the same points; the flags meet in a gloo group on the
+        CPU whatever the training backend, so it never waits for the GPU.
+
+        Every rank returns the reduced flag, never its own flag as it stands after the
+        reduction: a signal that lands while the flags are being reduced (the rank sent
+        0) counts at the next agreement, on every rank alike. Answering from the local
+        flag there let that rank stop while the others went on to the next step, each
+        then waiting for the other in a different collective until killed."""
         if not info.enabled:
             return self.signal is not None
         import torch
@@ -82,9 +88,10 @@ class StopRequest:
             self._group = dist.new_group(backend="gloo")
         flag = torch.tensor([self.signal or 0], dtype=torch.int64)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
-        if self.signal is None and int(flag.item()):
-            self.signal = int(flag.item())
-        return self.signal is not None
+        agreed = int(flag.item())
+        if agreed and self.signal is None:
+            self.signal = agreed
+        return agreed != 0
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():

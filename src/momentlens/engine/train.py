@@ -225,7 +225,9 @@ def _epochs(setup: RunSetup, model: nn.Module, data: _Data, state: TrainState,
             stats = train_one_epoch(model, loader, opt.optimizer, opt.scheduler, state, cfg,
                                     setup.device, setup.normalizer, setup.amp, info, stop,
                                     on_step, augment=data.augment)
-            if stop.signal is not None:
+            # Agreed again: a signal that came after the epoch's last agreement must
+            # stop every rank here or none (each rank's own flag may differ).
+            if stop.agreed(info):
                 feed.close()
                 save()
                 return _stopped(stop.signal, state, setup)
