@@ -40,6 +40,24 @@ def write_test_video(path: Path, n: int = 12, h: int = 32, w: int = 32, gop: int
     return path
 
 
+def write_phone_video(path: Path, frames: np.ndarray, rotation: int) -> Path:
+    """``frames`` stored as they are, with a display matrix turning them ``rotation``
+    degrees counter-clockwise: what a phone writes for a portrait video (``rotation``
+    -90: the mp4 track matrix ``0 1 0 / -1 0 0 / 0 0 1``, ffprobe's ``rotation=-90``)."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=30, options={"crf": "12"})
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.set_display_rotation(rotation)
+        for img in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
 def write_audio_only(path: Path) -> Path:
     """An .mp4 with one AAC audio stream and no video stream."""
     import av
@@ -106,6 +124,7 @@ class _Videos:
     frames_for = staticmethod(frames_for)
     frame_id = staticmethod(frame_id)
     write_test_video = staticmethod(write_test_video)
+    write_phone_video = staticmethod(write_phone_video)
     write_audio_only = staticmethod(write_audio_only)
     write_broken_set = staticmethod(write_broken_set)
     write_mit = staticmethod(write_mit)

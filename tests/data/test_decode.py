@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -105,3 +108,58 @@ def test_torchcodec_matches_pyav(tmp_path, vids):
         assert (tc.num_frames, tc.size) == (av.num_frames, av.size)
         idx = [19, 3, 3, 10]
         np.testing.assert_array_equal(tc.get_frames(idx), av.get_frames(idx))
+
+
+# Display rotation (degrees counter-clockwise, FFmpeg's convention) -> np.rot90's k that
+# shows the stored frames upright, as the ffmpeg command does: -90 (a portrait phone
+# video) is a quarter turn clockwise.
+ROTATIONS = {-90: -1, 90: 1, 180: 2, 0: 0}
+
+
+@pytest.mark.parametrize("rotation", sorted(ROTATIONS))
+def test_phone_video_with_a_display_rotation_comes_out_upright(tmp_path, vids, rotation):
+    stored = vids.frames_for(6, 32, 48)  # landscape, bright green marker on the left
+    path = vids.write_phone_video(tmp_path / "phone.mp4", stored, rotation)
+    expected = np.stack([np.rot90(f, ROTATIONS[rotation]) for f in stored])
+    with open_video(path) as r:
+        assert r.size == expected.shape[1:3]
+        out = r.get_frames([4, 0, 5])
+        small = r.get_frames([1], size=(expected.shape[1] // 2, expected.shape[2] // 2))
+    assert out.shape == (3, *expected.shape[1:])
+    assert [vids.frame_id(f) for f in out] == [4, 0, 5]
+    assert np.abs(out.astype(int) - expected[[4, 0, 5]]).mean() < 3
+    assert small.shape == (1, expected.shape[1] // 2, expected.shape[2] // 2, 3)
+    # where the marker went: -90 puts the stored left edge at the top
+    green = out[1, ..., 1].astype(int) - out[1, ..., 0]
+    edge = {-90: green[:4].mean(), 90: green[-4:].mean(), 180: green[:, -4:].mean(),
+            0: green[:, :4].mean()}[rotation]
+    assert edge > 100 and green.mean() < edge / 2
+
+
+@pytest.mark.parametrize("rotation", [-90, 180])
+def test_rotated_video_matches_the_ffmpeg_command_and_torchcodec(tmp_path, vids, rotation):
+    # Two independent readers that apply the display matrix: the ffmpeg command (auto-
+    # rotation is its default) and torchcodec; each runs where it is installed (make test
+    # installs both).
+    stored = vids.frames_for(4, 32, 48)
+    path = vids.write_phone_video(tmp_path / "phone.mp4", stored, rotation)
+    with open_video(path) as r:
+        ours = r.get_frames(list(range(4)))
+    checked = 0
+    if shutil.which("ffmpeg"):
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo",
+                              "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+        cli = np.frombuffer(raw, np.uint8).reshape(ours.shape)
+        assert np.abs(cli.astype(int) - ours).max() <= 3
+        checked += 1
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or its FFmpeg libraries are
+        pass
+    else:
+        with open_video(path, "torchcodec") as tc:
+            assert tc.size == ours.shape[1:3]
+            np.testing.assert_array_equal(tc.get_frames(list(range(4))), ours)
+        checked += 1
+    if not checked:
+        pytest.skip("neither the ffmpeg command nor torchcodec is installed")

@@ -28,6 +28,14 @@ Backends:
     :mod:`momentlens.data.formats`: 1-based names, an optional ``fps`` file, else
     ``DEFAULT_FPS``).
 
+Rotation: a phone stores a portrait video as landscape frames plus a display matrix
+(the mp4 ``tkhd`` matrix, FFmpeg's display-matrix side data) saying how to turn them.
+Both video backends return frames turned upright, as players, the ``ffmpeg`` command
+and torchcodec show them, and ``size`` is the upright size. The PyAV reader learns the
+turn from the first decoded frame (``VideoFrame.rotation``, PyAV >= 13) when it opens a
+file, once per file per process; only multiples of 90 degrees are applied (a mirroring
+matrix is not).
+
 Frame counts: the container's count is used when it is present; when it is missing
 (0) the packets are counted (demuxing without decoding; exact for H.264 in mp4).
 When the header overstates the count (truncated files, common in real MiT data),
@@ -111,6 +119,24 @@ def _resized(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
                      for f in frames])
 
 
+def quarter_turns(rotation: float) -> int:
+    """``np.rot90``'s ``k`` (counter-clockwise quarter turns) that shows a frame upright,
+    from its display rotation in degrees counter-clockwise (FFmpeg's convention, as
+    ``ffprobe`` and PyAV's ``VideoFrame.rotation`` report it: an upright portrait phone
+    video is typically -90, turned a quarter clockwise)."""
+    return int(round(float(rotation) / 90.0)) % 4
+
+
+def upright(frame: np.ndarray, turns: int) -> np.ndarray:
+    """``frame (H, W, C)`` turned ``turns`` quarter turns counter-clockwise (contiguous)."""
+    return np.ascontiguousarray(np.rot90(frame, turns)) if turns % 4 else frame
+
+
+# (path, bytes, mtime) -> quarter turns; a dataset reopens its files every epoch.
+_TURNS: dict[tuple[str, int, int], int] = {}
+_TURNS_MAX = 100_000
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise _fail(path, "file not found")
@@ -142,16 +168,42 @@ class PyAVReader(_Base):
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.fps = float(rate) if rate else 0.0
         ctx = stream.codec_context
-        self.size = (int(ctx.height), int(ctx.width))
+        self.size = (int(ctx.height), int(ctx.width))  # as stored; upright below
         self.num_frames = int(stream.frames or 0)
         if self.num_frames <= 0:
             self.num_frames = self._count_packets()
         if self.num_frames <= 0 or self.size[0] <= 0 or self.size[1] <= 0:
             self.close()
             raise _fail(self.path, "video stream has no frames")
+        self._turns = self._probe_turns()
+        if self._turns % 2:
+            self.size = (self.size[1], self.size[0])
         self._fmap: FrameMap | None | bool = False  # not scanned yet
         self._sws = {"threads": threads} if threads > 0 else {}  # RGB conversion threads
         self._size: tuple[int, int] | None = None
+
+    def _probe_turns(self) -> int:
+        """Quarter turns that show this file's frames upright (module doc): from the
+        first frame's display rotation; 0 when PyAV does not report it or the first
+        frame does not decode (get_frames then says why, naming the file)."""
+        try:
+            st = self.path.stat()
+            key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        if key is not None and key in _TURNS:
+            return _TURNS[key]
+        try:
+            frame = next(iter(self._container.decode(self._stream)), None)
+            self._container.seek(0)
+        except Exception:  # noqa: BLE001 - FFmpeg raises many error types for bad input
+            return 0
+        turns = quarter_turns(getattr(frame, "rotation", 0) or 0) if frame is not None else 0
+        if key is not None:
+            if len(_TURNS) >= _TURNS_MAX:
+                _TURNS.clear()
+            _TURNS[key] = turns
+        return turns
 
     def _count_packets(self) -> int:
         try:
@@ -192,11 +244,14 @@ class PyAVReader(_Base):
         return np.stack([got[int(i)] if int(i) in got else got[last] for i in idx])
 
     def _rgb(self, frame: object) -> np.ndarray:
+        """The frame as upright RGB, at ``self._size`` (upright ``(h, w)``) if set."""
         if self._size is None:
-            return frame.to_ndarray(format="rgb24", **self._sws)  # type: ignore[attr-defined]
-        h, w = self._size
-        return frame.to_ndarray(  # type: ignore[attr-defined]
-            width=w, height=h, format="rgb24", interpolation="BILINEAR", **self._sws)
+            rgb = frame.to_ndarray(format="rgb24", **self._sws)  # type: ignore[attr-defined]
+        else:
+            h, w = self._size if self._turns % 2 == 0 else self._size[::-1]
+            rgb = frame.to_ndarray(  # type: ignore[attr-defined]
+                width=w, height=h, format="rgb24", interpolation="BILINEAR", **self._sws)
+        return upright(rgb, self._turns)
 
     def _frame_map(self) -> FrameMap | None:
         if self._fmap is False:
