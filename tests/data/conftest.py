@@ -40,16 +40,19 @@ def write_test_video(path: Path, n: int = 12, h: int = 32, w: int = 32, gop: int
     return path
 
 
-def write_phone_video(path: Path, frames: np.ndarray, rotation: int) -> Path:
+def write_phone_video(path: Path, frames: np.ndarray, rotation: int,
+                      pix_fmt: str = "yuv420p") -> Path:
     """``frames`` stored as they are, with a display matrix turning them ``rotation``
     degrees counter-clockwise: what a phone writes for a portrait video (``rotation``
-    -90: the mp4 track matrix ``0 1 0 / -1 0 0 / 0 0 1``, ffprobe's ``rotation=-90``)."""
+    -90: the mp4 track matrix ``0 1 0 / -1 0 0 / 0 0 1``, ffprobe's ``rotation=-90``);
+    ``pix_fmt="yuv420p10le"``: 10-bit H.264, as HDR phone video is 10-bit."""
     import av
 
     with av.open(str(path), "w", format="mp4") as c:
         s = c.add_stream("libx264", rate=30, options={"crf": "12"})
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        s.set_display_rotation(rotation)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        if rotation:
+            s.set_display_rotation(rotation)
         for img in frames:
             for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(packet)

@@ -246,7 +246,11 @@ class PyAVReader(_Base):
     def _rgb(self, frame: object) -> np.ndarray:
         """The frame as upright RGB, at ``self._size`` (upright ``(h, w)``) if set."""
         if self._size is None:
-            rgb = frame.to_ndarray(format="rgb24", **self._sws)  # type: ignore[attr-defined]
+            # POINT: no scaling, so it only picks how chroma is upsampled; nearest, as
+            # FFmpeg's unscaled 8-bit converters do and as the ffmpeg command and
+            # torchcodec give 10-bit video (bilinear differed by up to 36 levels there).
+            rgb = frame.to_ndarray(format="rgb24", interpolation="POINT",  # type: ignore[attr-defined]
+                                   **self._sws)
         else:
             h, w = self._size if self._turns % 2 == 0 else self._size[::-1]
             rgb = frame.to_ndarray(  # type: ignore[attr-defined]
