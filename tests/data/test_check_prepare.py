@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -137,15 +138,23 @@ def test_prepare_killed_then_resumed(tmp_path, vids):
     cmd = [sys.executable, "-m", "momentlens", "prepare", str(src), str(out),
            "--workers", "1", "--short-side", "24", "--crf", "30"]
     env = {**os.environ, "MOMENTLENS_QUIET": "1"}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(_finals(out)) >= 2:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "prepare finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the CLI and its worker
+    # The 12 copies come about 8 ms apart: a garbage collection of this (pytest's big)
+    # process inside the polling loop could miss the whole window (seen after an
+    # unrelated test module grew), so none runs while it polls.
+    gc.collect()
+    gc.disable()
+    try:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(_finals(out)) >= 2:
+                break
+            time.sleep(0.002)
+        assert proc.poll() is None, "prepare finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the CLI and its worker
+    finally:
+        gc.enable()
     proc.wait()
     written = len(_finals(out))
     assert 2 <= written < 12 and not (out / REPORT_FILE).exists()

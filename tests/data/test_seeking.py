@@ -4,13 +4,15 @@ frame rate), random index sets with repeats, unsorted."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from momentlens.data import seek
-from momentlens.data.decode import open_video
+from momentlens.data.decode import VideoDecodeError, open_video
 
 
 def _write(path, n, gop, open_gop=False, vfr=False, h=64, w=96):
@@ -74,6 +76,64 @@ def test_random_indices_equal_sequential_decoding(tmp_path, gop, n, open_gop, vf
         for idx in index_sets:  # one reader, many calls: decoder state must not leak
             out = r.get_frames(idx)
             np.testing.assert_array_equal(out, ref[idx], err_msg=f"indices {idx}")
+
+
+def _trim(src, dst, cut, tool):
+    """``src`` from frame ``cut`` on, cut without re-encoding as ``ffmpeg -ss T -c copy``
+    does (``tool="ffmpeg"`` runs it): the packets from the keyframe before ``cut`` are
+    copied with timestamps shifted so that ``cut`` is at 0, and the mp4 muxer writes an
+    edit list that hides the ones before it."""
+    import av
+
+    if tool == "ffmpeg":
+        with av.open(str(src)) as c:
+            rate = c.streams.video[0].average_rate
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(float(cut / rate)), "-i",
+                        str(src), "-c", "copy", str(dst)], check=True)
+        return dst
+    with av.open(str(src)) as i, av.open(str(dst), "w", format="mp4") as o:
+        s_in = i.streams.video[0]
+        s_out = o.add_stream_from_template(s_in)
+        packets = [p for p in i.demux(s_in) if p.size > 0]
+        t0 = sorted(p.pts for p in packets)[cut]
+        start = max(k for k, p in enumerate(packets) if p.is_keyframe and p.pts <= t0)
+        for p in packets[start:]:
+            p.pts, p.dts, p.stream = p.pts - t0, p.dts - t0, s_out
+            o.mux(p)
+    return dst
+
+
+@pytest.mark.parametrize("tool", ["pyav", "ffmpeg"])
+def test_a_clip_cut_without_reencoding_counts_and_seeks_only_its_shown_frames(tmp_path, tool):
+    # Kinetics-style clips are often cut with -c copy: the file holds 25 packets before
+    # the cut that its edit list hides. They are decoded, never shown; the header counts
+    # them. Frame i must be frame cut + i of the source, seeking or not.
+    if tool == "ffmpeg" and not shutil.which("ffmpeg"):
+        pytest.skip("the ffmpeg command is not installed")
+    n, gop, cut = 120, 30, 55
+    src = _write(tmp_path / "src.mp4", n, gop)
+    path = _trim(src, tmp_path / "clip.mp4", cut, tool)
+    ref = _sequential(src)[cut:]
+    np.testing.assert_array_equal(_sequential(path), ref)  # the edit list is honoured
+    rng = np.random.default_rng(0)
+    index_sets = [[n - cut - 1], [0, 1], [4, 5, 64], list(range(n - cut - 3, n - cut))]
+    index_sets += [rng.integers(0, n - cut, rng.integers(1, 12)).tolist() for _ in range(10)]
+    with open_video(path, threads=1) as r:
+        assert r.num_frames == n - cut  # not the header's count
+        for idx in index_sets:
+            np.testing.assert_array_equal(r.get_frames(idx), ref[idx], err_msg=f"{idx}")
+        fmap = r._frame_map()
+        assert fmap.num_frames == n - cut and fmap.keyframes == [0, 5, 35]  # the hidden one: 0
+        assert fmap.seek_ts[0] < 0
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or its FFmpeg libraries are
+        return
+    # torchcodec 0.13 returns wrong frames for such a clip: said so, never passed on
+    with pytest.raises(VideoDecodeError, match="edit list hides packets"):
+        open_video(path, "torchcodec")
+    with open_video(src, "torchcodec") as tc:  # an uncut file still opens
+        assert tc.num_frames == n
 
 
 class _CountingContainer:

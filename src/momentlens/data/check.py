@@ -40,7 +40,8 @@ def frame_rate_varies(path: str | os.PathLike[str], spread: float = 0.5) -> bool
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+            pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None
+                         and p.size and not getattr(p, "is_discard", False))
     except Exception:  # not a container (a frame folder) or unreadable: no timestamps
         return False
     gaps = np.diff(np.unique(pts))

@@ -54,7 +54,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from momentlens.data.formats import DEFAULT_FPS, FPS_FILE, FRAME_PATTERN
-from momentlens.data.seek import FrameMap, keyframe_possible, plan_runs, scan_stream
+from momentlens.data.seek import FrameMap, keyframe_possible, plan_runs, scan_stream, shown_frames
 from momentlens.utils import MomentlensError
 
 
@@ -169,7 +169,8 @@ class PyAVReader(_Base):
         self.fps = float(rate) if rate else 0.0
         ctx = stream.codec_context
         self.size = (int(ctx.height), int(ctx.width))  # as stored; upright below
-        self.num_frames = int(stream.frames or 0)
+        # The header counts an edit list's hidden packets too (seek.shown_frames).
+        self.num_frames = shown_frames(stream) or int(stream.frames or 0)
         if self.num_frames <= 0:
             self.num_frames = self._count_packets()
         if self.num_frames <= 0 or self.size[0] <= 0 or self.size[1] <= 0:
@@ -207,7 +208,8 @@ class PyAVReader(_Base):
 
     def _count_packets(self) -> int:
         try:
-            n = sum(1 for p in self._container.demux(self._stream) if p.size > 0)
+            n = sum(1 for p in self._container.demux(self._stream)
+                    if p.size > 0 and not getattr(p, "is_discard", False))
             self._container.seek(0)
         except Exception as exc:
             self.close()
@@ -335,6 +337,14 @@ class TorchCodecReader(_Base):
         self.size = (int(meta.height or 0), int(meta.width or 0))
         if self.num_frames <= 0:
             raise _fail(self.path, "video stream has no frames")
+        header = getattr(meta, "num_frames_from_header", None)
+        if header and header != self.num_frames and _has_hidden_packets(self.path):
+            # torchcodec 0.13 (exact seeking) returns wrong frames for the first shown
+            # frames of such a clip (frame 30 of the source for frames 0 and 10 of a
+            # clip cut at 15 with its keyframe at 0); wrong frames must not pass silently.
+            raise _fail(self.path, "an edit list hides packets of this clip (cut with "
+                        "ffmpeg -c copy?) and torchcodec 0.13 returns wrong frames for "
+                        "such clips; read it with the default pyav backend")
 
     def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None
                    ) -> np.ndarray:
@@ -345,6 +355,18 @@ class TorchCodecReader(_Base):
         except Exception as exc:
             raise _fail(self.path, "decoding failed", exc) from exc
         return _resized(batch.data.permute(0, 2, 3, 1).contiguous().numpy(), size)
+
+
+def _has_hidden_packets(path: Path) -> bool:
+    """Whether the container's index hides packets of the first video stream (an edit
+    list's, :func:`momentlens.data.seek.shown_frames`); PyAV, demuxer only."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return shown_frames(container.streams.video[0]) is not None
+    except Exception:  # noqa: BLE001 - torchcodec opened it; let it report any decode error
+        return False
 
 
 # ----------------------------------------------------------------------------- JPEG frames

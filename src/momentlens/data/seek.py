@@ -1,12 +1,21 @@
 """Where a stream's keyframes are, and which of them to seek to (PyAV reader).
 
 Frame ``i`` of a video is the ``i``-th frame the decoder outputs when it decodes from
-the start, i.e. the frame with the ``i``-th smallest presentation timestamp (pts).
+the start, i.e. the shown frame with the ``i``-th smallest presentation timestamp (pts).
 :func:`scan_stream` demuxes the stream once (no decoding) and returns a
 :class:`FrameMap`: the pts of every frame and which frames are keyframes, so a
 decoded frame's index comes from its pts exactly, whatever the frame rate, B-frame
-reordering or edit list. :func:`plan_runs` then decides, for sorted wanted frames, where
-to seek:
+reordering or edit list.
+
+Edit lists: a clip cut without re-encoding (``ffmpeg -ss T -c copy``, common for
+Kinetics-style clips) keeps the packets from the keyframe before ``T`` and an edit list
+that hides them. The demuxer marks those packets *discard*: they are decoded, for the
+frames after them, but never output. They are not frames here: they get no index, and
+the header's frame count, which includes them, is corrected from the container's index
+(:func:`shown_frames`). A hidden keyframe stays a place to seek to, for the first shown
+frame after it.
+
+:func:`plan_runs` then decides, for sorted wanted frames, where to seek:
 
     for each wanted frame ``w``, let ``k`` be the last keyframe at or before ``w``;
     if ``k`` lies after the current decode position (the next frame the decoder
@@ -19,7 +28,7 @@ keyframe in display order are never wanted after such a seek and are skipped).
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,13 +78,26 @@ def keyframe_possible(stream: object, last: int) -> bool:
     return False
 
 
+def shown_frames(stream: object) -> int | None:
+    """The number of frames a decoder outputs, from the container's index (free: read
+    at open), when that index hides some packets (an edit list's, module doc); ``None``
+    when it hides none or there is no index: the header's count stands."""
+    try:
+        entries = stream.index_entries  # type: ignore[attr-defined]
+        hidden = sum(1 for e in entries if e.is_discard)
+        total = len(entries)
+    except (AttributeError, TypeError):
+        return None
+    return total - hidden if hidden and total > hidden else None
+
+
 def scan_stream(container: object, stream: object) -> FrameMap | None:
     """Demux ``stream`` once and map its frames; ``None`` when timestamps cannot index
     frames (a packet without pts, repeated pts) or the demuxer fails part-way: the
     caller then decodes from the start without seeking. Leaves the container at its
     end: seek before decoding."""
-    pts: list[int] = []
-    keys: list[int] = []  # pts of keyframe packets
+    pts: list[int] = []  # of the packets whose frames are shown
+    keys: list[int] = []  # pts of keyframe packets, shown or hidden
     try:
         # From the start: an earlier decode may have left the demuxer part-way through.
         container.seek(0)  # type: ignore[attr-defined]
@@ -84,15 +106,21 @@ def scan_stream(container: object, stream: object) -> FrameMap | None:
                 continue  # the demuxer's end-of-stream flush packet
             if packet.pts is None:
                 return None
-            pts.append(int(packet.pts))
             if packet.is_keyframe:
                 keys.append(int(packet.pts))
+            if not getattr(packet, "is_discard", False):  # hidden: module doc
+                pts.append(int(packet.pts))
     except Exception:  # noqa: BLE001 - damaged files: fall back to plain decoding
         return None
     if not pts or len(set(pts)) != len(pts):
         return None
-    index = {p: i for i, p in enumerate(sorted(pts))}
-    seek_ts = {index[p]: p for p in keys}
+    shown = sorted(pts)
+    index = {p: i for i, p in enumerate(shown)}
+    seek_ts: dict[int, int] = {}
+    for p in keys:
+        i = bisect_left(shown, p)  # the first shown frame at or after this keyframe
+        if i < len(shown):
+            seek_ts[i] = max(p, seek_ts.get(i, p))  # of two, the one nearer to frame i
     return FrameMap(index, sorted(seek_ts), seek_ts)
 
 
