@@ -136,6 +136,36 @@ def test_a_clip_cut_without_reencoding_counts_and_seeks_only_its_shown_frames(tm
         assert tc.num_frames == n
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "matroska", "mpegts"])
+def test_a_file_that_starts_without_a_keyframe_starts_at_its_first_decodable_frame(
+        tmp_path, fmt):
+    # Packets copied from one that is not a keyframe, no edit list: the decoder drops
+    # the frames before the first keyframe (they lack their reference), as the ffmpeg
+    # command does; frame i is the i-th frame after them, seeking or not, and the count
+    # leaves them out (the header, where there is one, counts them).
+    import av
+
+    n, gop = 90, 30
+    src = _write(tmp_path / "src.mp4", n, gop)
+    path = tmp_path / f"clip.{fmt}"
+    with av.open(str(src)) as i, av.open(str(path), "w", format=fmt) as o:
+        s_out = o.add_stream_from_template(i.streams.video[0])
+        packets = [p for p in i.demux(video=0) if p.size > 0]
+        assert not packets[10].is_keyframe
+        for p in packets[10:]:  # decode order
+            p.stream = s_out
+            o.mux(p)
+    ref = _sequential(src)[gop:]
+    np.testing.assert_array_equal(_sequential(path), ref)  # what a decoder shows
+    rng = np.random.default_rng(1)
+    index_sets = [[0], [n - gop - 1], [3, 40, 41], list(range(28, 33))]
+    index_sets += [rng.integers(0, n - gop, rng.integers(1, 12)).tolist() for _ in range(8)]
+    with open_video(path, threads=1) as r:
+        assert r.num_frames == n - gop
+        for idx in index_sets:
+            np.testing.assert_array_equal(r.get_frames(idx), ref[idx], err_msg=f"{idx}")
+
+
 class _CountingContainer:
     """Forwards to a PyAV container, counting seeks and decoded frames."""
 

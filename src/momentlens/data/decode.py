@@ -54,7 +54,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from momentlens.data.formats import DEFAULT_FPS, FPS_FILE, FRAME_PATTERN
-from momentlens.data.seek import FrameMap, keyframe_possible, plan_runs, scan_stream, shown_frames
+from momentlens.data.seek import (
+    FrameMap,
+    hidden_flags,
+    keyframe_possible,
+    plan_runs,
+    scan_stream,
+    shown_frames,
+)
 from momentlens.utils import MomentlensError
 
 
@@ -208,8 +215,9 @@ class PyAVReader(_Base):
 
     def _count_packets(self) -> int:
         try:
-            n = sum(1 for p in self._container.demux(self._stream)
-                    if p.size > 0 and not getattr(p, "is_discard", False))
+            packets = [(bool(p.is_keyframe), bool(getattr(p, "is_discard", False)))
+                       for p in self._container.demux(self._stream) if p.size > 0]
+            n = len(packets) - sum(hidden_flags(*zip(*packets))) if packets else 0
             self._container.seek(0)
         except Exception as exc:
             self.close()

@@ -13,7 +13,10 @@ that hides them. The demuxer marks those packets *discard*: they are decoded, fo
 frames after them, but never output. They are not frames here: they get no index, and
 the header's frame count, which includes them, is corrected from the container's index
 (:func:`shown_frames`). A hidden keyframe stays a place to seek to, for the first shown
-frame after it.
+frame after it. Packets before the stream's first keyframe (in decode order) are hidden
+too: a file cut at a packet that is not a keyframe and given no edit list (``-copyinkf``,
+some recorders and segmenters) starts with frames that lack their reference, which the
+decoder drops, as the ``ffmpeg`` command does.
 
 :func:`plan_runs` then decides, for sorted wanted frames, where to seek:
 
@@ -78,13 +81,21 @@ def keyframe_possible(stream: object, last: int) -> bool:
     return False
 
 
+def hidden_flags(keyframe: Sequence[bool], discard: Sequence[bool]) -> list[bool]:
+    """Per packet, in decode order: whether its frame is never shown (module doc): a
+    discard packet, or one before the first keyframe (when there is a keyframe)."""
+    first = next((i for i, k in enumerate(keyframe) if k), 0)
+    return [d or i < first for i, d in enumerate(discard)]
+
+
 def shown_frames(stream: object) -> int | None:
     """The number of frames a decoder outputs, from the container's index (free: read
-    at open), when that index hides some packets (an edit list's, module doc); ``None``
-    when it hides none or there is no index: the header's count stands."""
+    at open), when that index hides some packets (module doc); ``None`` when it hides
+    none or there is no index: the header's count stands."""
     try:
         entries = stream.index_entries  # type: ignore[attr-defined]
-        hidden = sum(1 for e in entries if e.is_discard)
+        hidden = sum(hidden_flags([e.is_keyframe for e in entries],
+                                  [e.is_discard for e in entries]))
         total = len(entries)
     except (AttributeError, TypeError):
         return None
@@ -96,8 +107,7 @@ def scan_stream(container: object, stream: object) -> FrameMap | None:
     frames (a packet without pts, repeated pts) or the demuxer fails part-way: the
     caller then decodes from the start without seeking. Leaves the container at its
     end: seek before decoding."""
-    pts: list[int] = []  # of the packets whose frames are shown
-    keys: list[int] = []  # pts of keyframe packets, shown or hidden
+    packets: list[tuple[int, bool, bool]] = []  # pts, keyframe, discard; decode order
     try:
         # From the start: an earlier decode may have left the demuxer part-way through.
         container.seek(0)  # type: ignore[attr-defined]
@@ -106,12 +116,13 @@ def scan_stream(container: object, stream: object) -> FrameMap | None:
                 continue  # the demuxer's end-of-stream flush packet
             if packet.pts is None:
                 return None
-            if packet.is_keyframe:
-                keys.append(int(packet.pts))
-            if not getattr(packet, "is_discard", False):  # hidden: module doc
-                pts.append(int(packet.pts))
+            packets.append((int(packet.pts), bool(packet.is_keyframe),
+                            bool(getattr(packet, "is_discard", False))))
     except Exception:  # noqa: BLE001 - damaged files: fall back to plain decoding
         return None
+    hidden = hidden_flags([k for _, k, _ in packets], [d for _, _, d in packets])
+    pts = [p for (p, _, _), h in zip(packets, hidden) if not h]
+    keys = [p for p, k, _ in packets if k]  # hidden keyframes too (module doc)
     if not pts or len(set(pts)) != len(pts):
         return None
     shown = sorted(pts)
