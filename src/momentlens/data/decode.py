@@ -28,13 +28,9 @@ Backends:
     :mod:`momentlens.data.formats`: 1-based names, an optional ``fps`` file, else
     ``DEFAULT_FPS``).
 
-Rotation: a phone stores a portrait video as landscape frames plus a display matrix
-(the mp4 ``tkhd`` matrix, FFmpeg's display-matrix side data) saying how to turn them.
-Both video backends return frames turned upright, as players, the ``ffmpeg`` command
-and torchcodec show them, and ``size`` is the upright size. The PyAV reader learns the
-turn from the first decoded frame (``VideoFrame.rotation``, PyAV >= 13) when it opens a
-file, once per file per process; only multiples of 90 degrees are applied (a mirroring
-matrix is not).
+Rotation: frames come out upright, as players show them, and ``size`` is the upright
+size (a phone's portrait video is stored turned, with a display rotation:
+:mod:`momentlens.data.orientation`). torchcodec turns them itself.
 
 Frame counts: the container's count is used when it is present; when it is missing
 (0) the packets are counted (demuxing without decoding; exact for H.264 in mp4).
@@ -54,8 +50,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from momentlens.data.formats import DEFAULT_FPS, FPS_FILE, FRAME_PATTERN
+from momentlens.data.orientation import display_turns, upright
 from momentlens.data.seek import (
     FrameMap,
+    has_hidden_packets,
     hidden_flags,
     keyframe_possible,
     plan_runs,
@@ -126,24 +124,6 @@ def _resized(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
                      for f in frames])
 
 
-def quarter_turns(rotation: float) -> int:
-    """``np.rot90``'s ``k`` (counter-clockwise quarter turns) that shows a frame upright,
-    from its display rotation in degrees counter-clockwise (FFmpeg's convention, as
-    ``ffprobe`` and PyAV's ``VideoFrame.rotation`` report it: an upright portrait phone
-    video is typically -90, turned a quarter clockwise)."""
-    return int(round(float(rotation) / 90.0)) % 4
-
-
-def upright(frame: np.ndarray, turns: int) -> np.ndarray:
-    """``frame (H, W, C)`` turned ``turns`` quarter turns counter-clockwise (contiguous)."""
-    return np.ascontiguousarray(np.rot90(frame, turns)) if turns % 4 else frame
-
-
-# (path, bytes, mtime) -> quarter turns; a dataset reopens its files every epoch.
-_TURNS: dict[tuple[str, int, int], int] = {}
-_TURNS_MAX = 100_000
-
-
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise _fail(path, "file not found")
@@ -183,35 +163,12 @@ class PyAVReader(_Base):
         if self.num_frames <= 0 or self.size[0] <= 0 or self.size[1] <= 0:
             self.close()
             raise _fail(self.path, "video stream has no frames")
-        self._turns = self._probe_turns()
+        self._turns = display_turns(self._container, self._stream, self.path)
         if self._turns % 2:
             self.size = (self.size[1], self.size[0])
         self._fmap: FrameMap | None | bool = False  # not scanned yet
         self._sws = {"threads": threads} if threads > 0 else {}  # RGB conversion threads
         self._size: tuple[int, int] | None = None
-
-    def _probe_turns(self) -> int:
-        """Quarter turns that show this file's frames upright (module doc): from the
-        first frame's display rotation; 0 when PyAV does not report it or the first
-        frame does not decode (get_frames then says why, naming the file)."""
-        try:
-            st = self.path.stat()
-            key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns)
-        except OSError:
-            key = None
-        if key is not None and key in _TURNS:
-            return _TURNS[key]
-        try:
-            frame = next(iter(self._container.decode(self._stream)), None)
-            self._container.seek(0)
-        except Exception:  # noqa: BLE001 - FFmpeg raises many error types for bad input
-            return 0
-        turns = quarter_turns(getattr(frame, "rotation", 0) or 0) if frame is not None else 0
-        if key is not None:
-            if len(_TURNS) >= _TURNS_MAX:
-                _TURNS.clear()
-            _TURNS[key] = turns
-        return turns
 
     def _count_packets(self) -> int:
         try:
@@ -346,7 +303,7 @@ class TorchCodecReader(_Base):
         if self.num_frames <= 0:
             raise _fail(self.path, "video stream has no frames")
         header = getattr(meta, "num_frames_from_header", None)
-        if header and header != self.num_frames and _has_hidden_packets(self.path):
+        if header and header != self.num_frames and has_hidden_packets(self.path):
             # torchcodec 0.13 (exact seeking) returns wrong frames for the first shown
             # frames of such a clip (frame 30 of the source for frames 0 and 10 of a
             # clip cut at 15 with its keyframe at 0); wrong frames must not pass silently.
@@ -363,18 +320,6 @@ class TorchCodecReader(_Base):
         except Exception as exc:
             raise _fail(self.path, "decoding failed", exc) from exc
         return _resized(batch.data.permute(0, 2, 3, 1).contiguous().numpy(), size)
-
-
-def _has_hidden_packets(path: Path) -> bool:
-    """Whether the container's index hides packets of the first video stream (an edit
-    list's, :func:`momentlens.data.seek.shown_frames`); PyAV, demuxer only."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            return shown_frames(container.streams.video[0]) is not None
-    except Exception:  # noqa: BLE001 - torchcodec opened it; let it report any decode error
-        return False
 
 
 # ----------------------------------------------------------------------------- JPEG frames

@@ -31,6 +31,7 @@ keyframe in display order are never wanted after such a seek and are skipped).
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +101,18 @@ def shown_frames(stream: object) -> int | None:
     except (AttributeError, TypeError):
         return None
     return total - hidden if hidden and total > hidden else None
+
+
+def has_hidden_packets(path: str | os.PathLike[str]) -> bool:
+    """Whether the container's index hides packets of the first video stream
+    (:func:`shown_frames`); PyAV, demuxer only; False when it cannot be read."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return shown_frames(container.streams.video[0]) is not None
+    except Exception:  # noqa: BLE001 - the caller's reader reports unreadable files
+        return False
 
 
 def scan_stream(container: object, stream: object) -> FrameMap | None:
