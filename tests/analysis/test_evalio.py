@@ -103,3 +103,40 @@ def test_read_errors_name_the_file(tmp_path, eval_factory):
     (d / "scores.npz").unlink()
     with pytest.raises(MomentlensError, match="scores.npz: missing"):
         read_evaluation(d)
+
+
+def test_rewriting_a_folder_marks_it_incomplete_until_the_new_metrics(
+        tmp_path, eval_factory, scores_factory, monkeypatch):
+    # A second evaluation into the same folder, stopped half-way (here: the plots fail):
+    # the old metrics.json must be gone, so the new tables are never read with it.
+    import momentlens.analysis.evalio as E
+
+    d = eval_factory(tmp_path, "m", seed=1)
+    old_top1 = read_evaluation(d).metrics["top1"]
+
+    def stop(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(E, "write_plots", stop)
+    with pytest.raises(KeyboardInterrupt):
+        eval_factory(tmp_path, "m", seed=5)
+    assert not (d / "metrics.json").exists()
+    with pytest.raises(MomentlensError, match="metrics.json: missing.*stopped part-way"):
+        read_evaluation(d)
+    monkeypatch.undo()
+    eval_factory(tmp_path, "m", seed=5)  # run again: complete, the new result
+    new = read_evaluation(d)
+    assert new.metrics["top1"] != old_top1
+    np.testing.assert_array_equal(new.probs, scores_factory(5)[0])
+
+
+def test_no_plots_into_a_folder_with_plots_removes_them(tmp_path, eval_factory,
+                                                         scores_factory, class_names):
+    d = eval_factory(tmp_path, "m", seed=1)
+    probs, labels = scores_factory(2)
+    write_evaluation(d, video_probs=probs, labels=labels,
+                     paths=[f"v{i}.mp4" for i in range(len(labels))], class_names=class_names,
+                     meta={"model": "m2", "data": "synthetic", "split": "validation"},
+                     plots=False)
+    assert not list(d.glob("*.png"))  # none left over from the first evaluation
+    assert read_evaluation(d).metrics["model"] == "m2"

@@ -14,6 +14,10 @@ An evaluation folder holds, for one model on one split::
 
 Every file is written atomically, and every file is a function of the inputs only
 (no timestamps, no absolute paths), so the same inputs give byte-identical files.
+``metrics.json`` is written last and marks the folder complete; writing into a folder
+that holds an earlier evaluation first removes its ``metrics.json`` (and its PNGs when
+no plots are asked for), so an evaluation stopped part-way never leaves new tables
+beside old metrics that a reader would take for one complete result.
 """
 
 from __future__ import annotations
@@ -154,6 +158,10 @@ def write_evaluation(
     result = _build_metrics(summary, dict(meta), len(labels), [str(u) for u in unreadable],
                             listed)
     out.mkdir(parents=True, exist_ok=True)
+    # An earlier evaluation here is incomplete from now until the new metrics.json.
+    stale = [METRICS_FILE] + ([] if plots else list(PLOTS.values()))
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
     _write_tables(out, summary, cm, probs, _label_text(labels, targets, names), paths, names)
     _write_npz(out / SCORES_FILE, {
         "video_probs": probs, "labels": labels, "paths": np.array(paths, dtype=np.str_),
@@ -250,7 +258,8 @@ def read_evaluation(eval_dir: str | os.PathLike[str]) -> EvalResult:
     for p in (mpath, spath):
         if not p.is_file():
             raise MomentlensError(f"{p}: missing; is {d} an evaluation folder written by "
-                                  "`momentlens evaluate`?")
+                                  "`momentlens evaluate` (one stopped part-way has no "
+                                  f"{METRICS_FILE}: run it again)?")
     try:
         metrics = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
