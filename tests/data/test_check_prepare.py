@@ -17,7 +17,7 @@ from momentlens.cli import main
 from momentlens.data.check import check_dataset, dataset_stats
 from momentlens.data.decode import open_video
 from momentlens.data.layout import load_split
-from momentlens.data.prepare import QUARANTINE_FILE, REPORT_FILE, prepare_dataset
+from momentlens.data.prepare import QUARANTINE_FILE, REPORT_FILE, SETTINGS_FILE, prepare_dataset
 
 BROKEN = ("zero", "truncated", "text", "audio", "one_frame", "odd")
 
@@ -98,8 +98,8 @@ def _assert_valid_copy(src, out, expect_failed, expect_missing=frozenset()):
     else:
         assert not quarantine.exists() and report["quarantine_file"] is None
     assert (out / "moments_categories.txt").is_file()
-    leftovers = [p for p in out.rglob(".*")]
-    assert leftovers == []
+    leftovers = [p for p in out.rglob(".*") if p != out / SETTINGS_FILE]  # no temporaries
+    assert leftovers == [] and (out / SETTINGS_FILE).is_file()
 
 
 def test_prepare_video_mode_with_broken_files(broken_root, tmp_path):

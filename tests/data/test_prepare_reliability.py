@@ -15,7 +15,8 @@ from momentlens.cli import main
 from momentlens.data.decode import open_video
 from momentlens.data.encode import write_video
 from momentlens.data.layout import load_split
-from momentlens.data.prepare import QUARANTINE_FILE, REPORT_FILE, prepare_dataset
+from momentlens.data.prepare import QUARANTINE_FILE, REPORT_FILE, SETTINGS_FILE, prepare_dataset
+from momentlens.utils import MomentlensError
 
 TINY_TRAIN = ["--set", "model=r3d10", "--set", "width=0.0625", "--frames", "4", "--size", "32",
               "--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
@@ -157,7 +158,7 @@ def test_full_disk_then_resume(tmp_path, small_disk, monkeypatch, capsys, worker
     line = _one_error_line(capsys)
     assert "No space left on device" in line and f"{out}/training/" in line
     assert line.startswith("momentlens prepare: error: ")
-    assert [p for p in out.rglob(".*")] == []  # the partial temporary file is gone
+    assert [p for p in out.rglob(".*") if p != out / SETTINGS_FILE] == []  # no temporary
     assert not (out / REPORT_FILE).exists()
     written = len(list(out.rglob("*.mp4")))
     assert 0 < written < 8
@@ -191,7 +192,8 @@ def test_full_disk_while_writing_the_lists(tmp_path, small_disk, monkeypatch, ca
     line = _one_error_line(capsys)
     assert re.search(rf"{out}/(moments_categories.txt|trainingSet.csv): cannot write "
                      r"\(No space left on device\)$", line), line
-    assert [p for p in out.rglob(".*")] == [] and not (out / "trainingSet.csv").exists()
+    assert [p for p in out.rglob(".*") if p != out / SETTINGS_FILE] == []
+    assert not (out / "trainingSet.csv").exists()
     assert (out / "moments_categories.txt").read_text() == "a,0\nb,1\n"  # never half-written
     (disk / "filler").unlink()
     assert main(argv) == 0
@@ -213,3 +215,33 @@ def test_lists_with_bom_and_crlf_keep_their_bytes_in_frames_mode(tmp_path, vids)
     records = load_split(out, "training").records
     assert [r.path.name for r in records] == ["tra_0", "tra_1", "tra_0", "tra_1"]
     assert all(r.path.is_dir() for r in records)
+
+
+def test_a_rerun_with_other_settings_or_source_stops_and_keeps_the_copy(tmp_path, vids,
+                                                                         capsys):
+    # Re-running prepare into a folder skips the videos already there: right to resume,
+    # wrong when the settings or the source changed (the old copies would stay under a
+    # report claiming the new settings). It must stop, naming what differs.
+    src = vids.write_mit(tmp_path / "mit", classes=("a", "b"), per_class=2, n=20,
+                         splits=("training",))
+    other = vids.write_mit(tmp_path / "other", classes=("a", "b"), per_class=2, n=20,
+                           splits=("training",))
+    out = tmp_path / "copy"
+    prepare_dataset(src, out, short_side=24)
+    before = {p: p.read_bytes() for p in out.rglob("*.mp4")}
+    assert len(before) == 4
+    assert main(["prepare", str(src), str(out), "--short-side", "48"]) == 2
+    err = capsys.readouterr().err
+    assert "short_side 24" in err and "short_side 48" in err and str(out) in err
+    with pytest.raises(MomentlensError, match=r"mode video.*mode frames"):
+        prepare_dataset(src, out, short_side=24, mode="frames")
+    with pytest.raises(MomentlensError, match="source"):
+        prepare_dataset(other, out, short_side=24)
+    assert {p: p.read_bytes() for p in out.rglob("*.mp4")} == before  # untouched
+    assert json.loads((out / REPORT_FILE).read_text())["short_side"] == 24
+    again = prepare_dataset(src, out, short_side=24)  # the same settings: resumes
+    assert again["skipped"] == 4 and again["done"] == 0
+    # a run killed before its report still recorded its settings
+    (out / REPORT_FILE).unlink()
+    with pytest.raises(MomentlensError, match="gop 8.*gop 4"):
+        prepare_dataset(src, out, short_side=24, gop=4)

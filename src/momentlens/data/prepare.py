@@ -10,7 +10,11 @@ frames. ``mode="frames"``: every video extracted to a folder of JPEG frames
 
 Resumable: every output is written under a temporary dot-name and renamed when
 complete, so a final name always holds a complete file; a rerun skips finished
-outputs and deletes temporaries left by a killed run. Small metadata files
+outputs and deletes temporaries left by a killed run. Skipping is only right for the
+same source and settings: they are recorded in ``OUT/.prepare_settings.json`` before
+the first video, and a run into a folder prepared from another source or with other
+settings (``--short-side``, ``--mode``, ``--gop``, ``--crf``, ``--quality``) stops at once,
+naming what differs, instead of keeping the old copies under the new settings' report. Small metadata files
 (CSV, TXT, JSON, YAML) are copied last, then ``prepare_report.json``; a copy is
 complete when that report exists.
 
@@ -56,6 +60,7 @@ from momentlens.utils import (
 
 META_EXTENSIONS = (".csv", ".txt", ".json", ".yaml", ".yml")
 REPORT_FILE = "prepare_report.json"
+SETTINGS_FILE = ".prepare_settings.json"  # a dot-file: never taken for dataset metadata
 QUARANTINE_FILE = "prepare_quarantine.jsonl"
 
 
@@ -205,6 +210,11 @@ def prepare_dataset(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     videos, meta = _scan(src, out)
     if not videos:
         raise MomentlensError(f"{src}: no videos found")
+    settings = _settings(src, mode, short_side, gop, crf, quality)
+    if not _same_settings(out, settings):  # a new folder (or an unrecorded one): record
+        with _writing(out / SETTINGS_FILE):
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / SETTINGS_FILE, settings)
     with _writing(out / REPORT_FILE):
         out.mkdir(parents=True, exist_ok=True)
         (out / REPORT_FILE).unlink(missing_ok=True)  # incomplete until written again
@@ -232,6 +242,39 @@ def prepare_dataset(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     with _writing(out / REPORT_FILE):
         write_json_atomic(out / REPORT_FILE, summary)
     return summary
+
+
+def _settings(src: Path, mode: str, short_side: int, gop: int, crf: int, quality: int
+              ) -> dict:
+    """What the copies depend on (the report's keys); the other mode's options do not."""
+    extra = {"gop": gop, "crf": crf} if mode == "video" else {"quality": quality}
+    return {"source": str(src), "mode": mode, "short_side": short_side, **extra}
+
+
+def _same_settings(out: Path, settings: dict) -> bool:
+    """Stop when ``out`` was prepared (in full or in part) from another source or with
+    other settings: its finished copies would be skipped and kept as they are. Compared
+    with the settings file of an earlier run, else its report; neither (a new folder, or
+    one from a version that kept no record): nothing to compare. True when the settings
+    file already records exactly ``settings`` (nothing to write: a rerun on a full disk
+    reaches the file it failed on)."""
+    for name in (SETTINGS_FILE, REPORT_FILE):
+        try:
+            old = json.loads((out / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(old, dict):
+            continue
+        differ = [k for k in settings if k in old and old[k] != settings[k]]
+        if differ:
+            was = ", ".join(f"{k} {old[k]}" for k in differ)
+            now = ", ".join(f"{k} {settings[k]}" for k in differ)
+            raise MomentlensError(
+                f"{out} holds a copy prepared with {was}; this run asks for {now}, and "
+                "would keep the videos already there as they are. Choose another OUT_DIR, "
+                "or delete that folder first")
+        return name == SETTINGS_FILE and old == settings
+    return False
 
 
 def _trainable_lists(src: Path, out: Path, failed: dict[Path, str]
