@@ -180,3 +180,26 @@ def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp
     eng.assert_same_weights(eng.weights(run_dir), eng.weights(ref_dir))
     for key in ("train_loss", "train_top1", "val_top1"):
         assert [r[key] for r in _rows(run_dir)] == [r[key] for r in _rows(ref_dir)], key
+
+
+def test_sigterm_during_the_first_checkpoint_stops_cleanly_at_step_0(synth_dir, tmp_path, eng):
+    # The signal lands while step 0's checkpoint is being written, before the first
+    # step: the save completes, the run stops there with 143 and the resume hint, and
+    # the resumed run trains from step 0 (it used to die of the signal half-way through
+    # that save: the handlers were installed only when the loop began).
+    run_dir = tmp_path / "run"
+    settings = {"width": 0.0625, "checkpoint_steps": 1, "workers": 2}
+    proc = eng.start_train(eng.train_args(synth_dir, run_dir, **settings) + ["--deterministic"],
+                           checkpoint_delay=2.0, new_session=True)
+    checkpoints = run_dir / "checkpoints"
+    eng.wait_for(proc, lambda: checkpoints.is_dir() and any(
+        p.name.startswith(".tmp-") for p in checkpoints.iterdir()), "step 0's save")
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "stopped by SIGTERM at step 0" in err, err
+    assert _group_gone(proc.pid)
+    assert eng.last_step(run_dir) == 0
+    done = eng.run_train(["--resume", str(run_dir)])
+    assert done.returncode == 0, done.stderr
+    assert eng.last_step(run_dir) == 6

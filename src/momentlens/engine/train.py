@@ -190,12 +190,16 @@ def _fit(setup: RunSetup, resume: bool, owner: Ownership) -> dict[str, Any]:
 
     # A resumed run hides the events a killed one logged after its checkpoint (purge).
     purge = None if state is None else state.step + 1
-    if state is None:
-        state = TrainState()
-        save()  # step 0: a resume before the first step starts from these weights
-        owner.first_checkpoint()
-    writer = open_tensorboard(run_dir / "tensorboard", purge) if info.is_main else None
-    row = _epochs(setup, _wrap(setup), data, state, opt, writer, save)
+    # From here a SIGINT / SIGTERM stops the run cleanly (it has a checkpoint to resume
+    # from once step 0 is saved): during that save and the loader's start as well as in
+    # the loop, not only once the loop runs.
+    with StopRequest() as stop:
+        if state is None:
+            state = TrainState()
+            save()  # step 0: a resume before the first step starts from these weights
+            owner.first_checkpoint()
+        writer = open_tensorboard(run_dir / "tensorboard", purge) if info.is_main else None
+        row = _epochs(setup, _wrap(setup), data, state, opt, writer, save, stop)
     if writer is not None:
         writer.close()
     if row.get("stopped"):
@@ -205,8 +209,8 @@ def _fit(setup: RunSetup, resume: bool, owner: Ownership) -> dict[str, Any]:
 
 
 def _epochs(setup: RunSetup, model: nn.Module, data: _Data, state: TrainState,
-            opt: Optimisation, writer: SummaryWriter | None, save: Callable[..., None]
-            ) -> dict[str, Any]:
+            opt: Optimisation, writer: SummaryWriter | None, save: Callable[..., None],
+            stop: StopRequest) -> dict[str, Any]:
     """Epochs until ``cfg.epochs`` on one loader whose workers persist (see
     :mod:`~momentlens.engine.feed`); the last epoch's row, or ``_stopped``'s."""
     cfg, info = setup.cfg, setup.info
@@ -217,8 +221,10 @@ def _epochs(setup: RunSetup, model: nn.Module, data: _Data, state: TrainState,
 
     row: dict[str, Any] = {}
     workers = loader_workers(cfg.workers, info)
-    with StopRequest() as stop, TrainFeed(data.train, data.sampler, workers, setup.device,
-                                          cfg.persistent_workers) as feed:
+    if stop.agreed(info):  # stopped before the loop: the checkpoint there is the last
+        return _stopped(stop.signal, state, setup)
+    with TrainFeed(data.train, data.sampler, workers, setup.device,
+                   cfg.persistent_workers) as feed:
         while state.epoch < cfg.epochs:
             loader = feed.epoch(state.epoch, start_batch=state.batch_in_epoch)
             t0 = time.perf_counter()
