@@ -175,3 +175,39 @@ def test_phone_video_matches_the_ffmpeg_command_and_torchcodec(tmp_path, vids, r
         checked += 1
     if not checked:
         pytest.skip("neither the ffmpeg command nor torchcodec is installed")
+
+
+# (suffix, FFmpeg muxer, codec): each suffix of VIDEO_SUFFIXES beyond mp4/webm/avi/mkv/mov
+CONTAINERS = [("3gp", "3gp", "libx264"), ("mts", "mpegts", "libx264"),
+              ("m2ts", "mpegts", "libx264"), ("ts", "mpegts", "libx264"),
+              ("mpg", "mpeg", "mpeg2video"), ("mpeg", "mpeg", "mpeg2video"),
+              ("vob", "vob", "mpeg2video"), ("flv", "flv", "libx264"), ("wmv", "asf", "wmv2"),
+              ("asf", "asf", "msmpeg4v2"), ("m4v", "mp4", "libx264")]
+
+
+def test_a_folder_of_phone_camcorder_and_old_format_videos_is_found_and_read(tmp_path, vids):
+    # A newcomer's folder: .3gp from an old phone, .mts from a camcorder, .ts recordings,
+    # MPEG-2, Flash and Windows Media files; each a real file of that container.
+    import av
+
+    from momentlens.data.formats import VIDEO_SUFFIXES, find_videos
+
+    clip = vids.frames_for(12, 32, 32)
+    for ext, fmt, codec in CONTAINERS:
+        with av.open(str(tmp_path / f"clip.{ext}"), "w", format=fmt) as out:
+            s = out.add_stream(codec, rate=25, options={"qscale": "2"} if "h264" not in codec
+                               else {"crf": "12"})
+            s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+            for img in clip:
+                for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+            for packet in s.encode():
+                out.mux(packet)
+    (tmp_path / "notes.txt").write_text("not a video\n")
+    found = find_videos(tmp_path)
+    assert sorted(p.suffix[1:] for p in found) == sorted(e for e, _, _ in CONTAINERS)
+    assert {e for e, _, _ in CONTAINERS} <= {s[1:] for s in VIDEO_SUFFIXES}
+    for path in found:
+        with open_video(path) as r:
+            assert r.num_frames == 12 and r.size == (32, 32), path
+            assert [vids.frame_id(f) for f in r.get_frames([0, 7, 11])] == [0, 7, 11], path

@@ -13,7 +13,11 @@ import os
 from pathlib import Path
 
 # Lower-case file suffixes read as videos (compare with ``path.suffix.lower()``).
-VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+# Containers FFmpeg reads that people keep videos in: phones (.mov, .3gp), camcorders
+# (.mts, .m2ts), broadcast and stream recordings (.ts), MPEG-1/2 (.mpg, .mpeg, .vob),
+# Flash (.flv) and Windows Media (.wmv, .asf). A folder's other files are not videos.
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".3gp", ".mts", ".m2ts",
+                  ".ts", ".mpg", ".mpeg", ".vob", ".flv", ".wmv", ".asf")
 FRAME_PATTERN = "image_{:05d}.jpg"
 FPS_FILE = "fps"
 # Frames per second assumed where a source does not say (a frame folder without an
