@@ -176,6 +176,7 @@ def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp
     done = subprocess.run(eng.torchrun_train(["--resume", str(run_dir)]), env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.count("best validation top-1") == 1, done.stdout  # rank 0 only
     assert eng.last_step(run_dir) == eng.last_step(ref_dir) == 6
     eng.assert_same_weights(eng.weights(run_dir), eng.weights(ref_dir))
     for key in ("train_loss", "train_top1", "val_top1"):

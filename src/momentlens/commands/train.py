@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 FLAGS = ("data", "out", "model", "frames", "size", "epochs", "batch_size", "lr", "workers",
          "device", "pretrained", "finetune", "seed", "deterministic")
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     result = T.run(cfg, resume=bool(args.resume), overwrite=args.overwrite)
     if result.get("stopped"):
         return exit_status(result["signal"])
-    if "best_top1" in result and result["best_top1"] >= 0:
+    # Once per run, not once per process: under torchrun only rank 0 says it.
+    if "best_top1" in result and result["best_top1"] >= 0 and os.environ.get("RANK", "0") == "0":
         print(f"best validation top-1 {100 * result['best_top1']:.1f}%; run folder "
               f"{result['run_dir']}")
     return 0
