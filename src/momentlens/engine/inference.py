@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects
 from momentlens.engine.runtime import autocast
-from momentlens.engine.signals import ignore_stop_signals
+from momentlens.engine.signals import ignore_stop_signals, stop_signals_blocked
 from momentlens.models.spec import InputSpec
 from momentlens.utils import progress
 
@@ -68,9 +68,18 @@ def make_loader(dataset: Any, batch_size: int, workers: int, sampler: torch.util
                       worker_init_fn=ignore_stop_signals)
     if collate_fn is not None:
         kwargs["collate_fn"] = collate_fn
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", drop_last=False, **kwargs)
+    return _Loader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                   pin_memory=device.type == "cuda", drop_last=False, **kwargs)
+
+
+class _Loader(torch.utils.data.DataLoader):
+    """A DataLoader whose workers are forked with SIGINT / SIGTERM blocked, so that a
+    signal to the process group cannot kill one before it ignores them
+    (:func:`~momentlens.engine.signals.stop_signals_blocked`)."""
+
+    def _get_iterator(self):  # noqa: ANN202 - torch's own method: the workers start here
+        with stop_signals_blocked():
+            return super()._get_iterator()
 
 
 def activate(logits: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:

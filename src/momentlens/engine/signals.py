@@ -19,9 +19,11 @@ status 143 with death by the signal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from momentlens.engine.distributed import DistInfo
@@ -36,9 +38,34 @@ def exit_status(signum: int) -> int:
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:
     """``worker_init_fn`` of every loader: SIGINT and SIGTERM are the main process's to
-    handle (save and stop); a worker killed by them would take the run down with it."""
+    handle (save and stop); a worker killed by them would take the run down with it.
+    The worker was started with them blocked (:func:`stop_signals_blocked`): one that
+    came since is discarded here, once they are ignored."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked in the calling thread while loader workers are forked.
+
+    A forked worker inherits the mask. Between its start and its ``worker_init_fn``,
+    torch installs its own SIGTERM handler in the worker, which re-raises the signal
+    with the default action: a SIGTERM to the process group landing there killed the
+    worker, and the main process then raised "DataLoader worker ... is killed by
+    signal" instead of saving. Blocked, the signal waits until
+    :func:`ignore_stop_signals` discards it. The main process gets its own copy as
+    soon as the mask is restored (or in another thread meanwhile)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class StopRequest:
