@@ -214,3 +214,45 @@ def test_a_small_shared_memory_stops_the_ring_growing(tmp_path):
     done = subprocess.run(mount, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "seen 120" in done.stdout
+
+
+def test_a_loader_kills_a_worker_that_does_not_stop():
+    # A worker busy (here: stuck) when the loader shuts down: torch waits a few seconds,
+    # then sends SIGTERM, which loader workers ignore; the loader must kill it, or
+    # Python's exit would join that daemonic worker forever (a run that never exits).
+    import time
+
+    from momentlens.engine.distributed import DistInfo, EpochSampler
+    from momentlens.engine.feed import TrainFeed
+    from momentlens.engine.inference import make_loader
+
+    class Stuck(_Items):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __getitem__(self, i: int):
+            if i >= 8:
+                time.sleep(120)  # every batch after the first hangs
+            return super().__getitem__(i)
+
+    items = Stuck(8 * 4)
+    loader = make_loader(items, 8, 1, torch.utils.data.SequentialSampler(items),
+                         torch.device("cpu"))
+    batches = iter(loader)
+    next(batches)  # the first batch; the worker is now stuck in the second
+    workers = list(batches._workers)
+    t0 = time.monotonic()
+    del batches  # as when an evaluation's loop ends early: torch shuts the workers down
+    assert time.monotonic() - t0 < 60
+    assert workers and not any(w.is_alive() for w in workers)
+
+    # the training feed's persistent workers, closed at the end of a run
+    feed = TrainFeed(items, EpochSampler(len(items), 8, DistInfo(), seed=0, shuffle=False),
+                     1, torch.device("cpu"))
+    batches = iter(feed.epoch(0))
+    next(batches)
+    workers = list(feed._loader._iterator._workers)
+    feed.close()
+    assert workers and not any(w.is_alive() for w in workers)

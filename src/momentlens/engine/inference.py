@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,12 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects
 from momentlens.engine.runtime import autocast
 from momentlens.engine.signals import ignore_stop_signals, stop_signals_blocked
 from momentlens.models.spec import InputSpec
 from momentlens.utils import progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,11 +79,34 @@ def make_loader(dataset: Any, batch_size: int, workers: int, sampler: torch.util
 class _Loader(torch.utils.data.DataLoader):
     """A DataLoader whose workers are forked with SIGINT / SIGTERM blocked, so that a
     signal to the process group cannot kill one before it ignores them
-    (:func:`~momentlens.engine.signals.stop_signals_blocked`)."""
+    (:func:`~momentlens.engine.signals.stop_signals_blocked`), and whose shutdown kills
+    a worker that did not stop (:class:`_WorkersIter`)."""
 
     def _get_iterator(self):  # noqa: ANN202 - torch's own method: the workers start here
-        with stop_signals_blocked():
+        if self.num_workers == 0:
             return super()._get_iterator()
+        self.check_worker_number_rationality()
+        with stop_signals_blocked():
+            return _WorkersIter(self)
+
+
+class _WorkersIter(_MultiProcessingDataLoaderIter):
+    """torch's iterator over worker processes, with a last step to its shutdown.
+
+    torch asks each worker to finish, waits a few seconds, then calls ``terminate()``
+    (SIGTERM), which our workers ignore, and a worker stuck before it ignores anything
+    (seen: a worker of a DDP rank hung inside ``fork``) does not act on either. Python's
+    exit then joined that daemonic worker forever: the run ended, its process never did.
+    A worker still alive after torch's shutdown is killed (SIGKILL) and reaped."""
+
+    def _shutdown_workers(self) -> None:
+        workers = list(getattr(self, "_workers", []))
+        super()._shutdown_workers()
+        for worker in workers:
+            if worker.is_alive():
+                log.warning("loader worker %s did not stop; killing it", worker.pid)
+                worker.kill()
+                worker.join(timeout=10)
 
 
 def activate(logits: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
