@@ -172,9 +172,10 @@ class PyAVReader(_Base):
 
     def _count_packets(self) -> int:
         try:
-            packets = [(bool(p.is_keyframe), bool(getattr(p, "is_discard", False)))
-                       for p in self._container.demux(self._stream) if p.size > 0]
-            n = len(packets) - sum(hidden_flags(*zip(*packets))) if packets else 0
+            packets = [p for p in self._container.demux(self._stream) if p.size > 0]
+            n = hidden_flags([bool(p.is_keyframe) for p in packets],
+                             [bool(getattr(p, "is_discard", False)) for p in packets]
+                             ).count(False)
             self._container.seek(0)
         except Exception as exc:
             self.close()
@@ -302,14 +303,15 @@ class TorchCodecReader(_Base):
         self.size = (int(meta.height or 0), int(meta.width or 0))
         if self.num_frames <= 0:
             raise _fail(self.path, "video stream has no frames")
-        header = getattr(meta, "num_frames_from_header", None)
-        if header and header != self.num_frames and has_hidden_packets(self.path):
-            # torchcodec 0.13 (exact seeking) returns wrong frames for the first shown
-            # frames of such a clip (frame 30 of the source for frames 0 and 10 of a
-            # clip cut at 15 with its keyframe at 0); wrong frames must not pass silently.
-            raise _fail(self.path, "an edit list hides packets of this clip (cut with "
-                        "ffmpeg -c copy?) and torchcodec 0.13 returns wrong frames for "
-                        "such clips; read it with the default pyav backend")
+        if has_hidden_packets(self.path):
+            # torchcodec 0.13 (exact seeking) returns wrong frames for such files: source
+            # frame 30 for frames 0 and 10 of a clip cut at 15 with its keyframe at 0 (an
+            # edit list), source frames 30, 30, 50 for frames 0, 10, 40 of a file that
+            # starts 20 frames before its first keyframe. They must not pass silently.
+            raise _fail(self.path, "some of its packets are never shown (an edit list "
+                        "hides them: cut with ffmpeg -c copy?, or it starts without a "
+                        "keyframe) and torchcodec 0.13 returns wrong frames for such "
+                        "files; read it with the default pyav backend")
 
     def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None
                    ) -> np.ndarray:

@@ -13,10 +13,10 @@ complete, so a final name always holds a complete file; a rerun skips finished
 outputs and deletes temporaries left by a killed run. Skipping is only right for the
 same source and settings: they are recorded in ``OUT/.prepare_settings.json`` before
 the first video, and a run into a folder prepared from another source or with other
-settings (``--short-side``, ``--mode``, ``--gop``, ``--crf``, ``--quality``) stops at once,
-naming what differs, instead of keeping the old copies under the new settings' report. Small metadata files
-(CSV, TXT, JSON, YAML) are copied last, then ``prepare_report.json``; a copy is
-complete when that report exists.
+settings (``--short-side``, ``--mode``, ``--gop``, ``--crf``, ``--quality``) stops at
+once, naming what differs, instead of keeping the old copies under the new settings'
+report. Small metadata files (CSV, TXT, JSON, YAML) are copied last, then
+``prepare_report.json``; a copy is complete when that report exists.
 
 The copy stays trainable: videos that cannot be read are not copied, the copy's lists
 (``trainingSet.csv`` ..., ``<split>.csv``) keep only the rows of videos it holds, and
