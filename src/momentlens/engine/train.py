@@ -134,7 +134,10 @@ def run(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict
             _write_run_files(setup)
             warn_empty_classes(setup.train_split, setup.val_split)
         if cfg.cache_features:
-            result = train_head_on_cache(setup)
+            with StopRequest() as stop:
+                result = train_head_on_cache(setup, stop, owner.first_checkpoint)
+            if result.get("stopped"):
+                return _cache_stopped(result, owner, setup)
             owner.first_checkpoint()
             return result
         return _fit(setup, resume, owner)
@@ -316,6 +319,24 @@ def _end_epoch(setup: RunSetup, state: TrainState, opt: Optimisation, stats: dic
     if setup.info.is_main:
         log_epoch(row, cfg, setup.run_dir, writer, failed, len(train_ds), state.history)
     return row
+
+
+def _cache_stopped(result: dict[str, Any], owner: Ownership, setup: RunSetup
+                   ) -> dict[str, Any]:
+    """A ``cache_features`` run stopped by a signal: before its first checkpoint it has
+    nothing to keep, and a run it was replacing (``--overwrite``) is put back."""
+    restored = owner.replacing and not result["saved"]
+    if not result["saved"]:
+        owner.abandon()
+    if setup.info.is_main:
+        where = (f"after epoch {result['epoch']}" if result["saved"]
+                 else "while caching features, before the first checkpoint")
+        how = ("run the same command again to start the new run" if restored else
+               f"continue with: momentlens train --resume {setup.run_dir} (a run on "
+               "cached features caches them again and restarts from its first epoch)")
+        print(f"stopped by {signal.Signals(result['signal']).name} {where}; {how}",
+              file=sys.stderr)
+    return {**result, "run_dir": str(setup.run_dir)}
 
 
 def _stopped(signum: int, state: TrainState, setup: RunSetup) -> dict[str, Any]:
