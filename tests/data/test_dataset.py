@@ -109,3 +109,43 @@ def test_private_quarantine_file_lives_as_long_as_the_dataset(split):
     del ds
     gc.collect()
     assert not path.exists()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 64 KiB tmpfs, filled to the last byte (root only: mount)."""
+    import errno
+    import subprocess
+
+    where = tmp_path / "disk"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
+    (where / "run").mkdir()
+    with open(where / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_loses_the_quarantine_record_not_the_run(split, tmp_path, full_disk,
+                                                             caplog):
+    # The run folder's disk is full when a loader worker meets an unreadable video: the
+    # quarantine line cannot be written, but the batch still comes, with a zero clip.
+    ds = _ds(split, tmp_path, frames=4, quarantine_path=full_disk / "run" / "q.jsonl")
+    from momentlens.engine.inference import make_loader
+
+    loader = make_loader(ds, 2, 2, torch.utils.data.SequentialSampler(ds), torch.device("cpu"))
+    batches = list(loader)
+    clips = torch.cat([b[0] for b in batches])
+    assert clips.shape == (6, 3, 4, 24, 24) and not clips[5].any() and clips[4].any()
+    ds[5]  # in this process too, where the warning is caught
+    assert "cannot record unreadable videos" in caplog.text
+    assert "No space left on device" in caplog.text
+    assert ds.failed == {5}

@@ -256,3 +256,47 @@ def test_a_loader_kills_a_worker_that_does_not_stop():
     workers = list(feed._loader._iterator._workers)
     feed.close()
     assert workers and not any(w.is_alive() for w in workers)
+
+
+def test_a_script_whose_loop_fails_still_exits():
+    # An exception escaping a loop over a loader keeps the iterator (and its workers)
+    # alive in the traceback Python keeps for its exit; multiprocessing's exit hook then
+    # sent SIGTERM, which loader workers ignore, and joined them forever.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import torch
+        from momentlens.engine.inference import make_loader
+
+        class Data:
+            def __len__(self):
+                return 64
+            def __getitem__(self, i):
+                if i == 20:
+                    raise ValueError("item 20 is bad")
+                return torch.zeros(4)
+
+        data = Data()
+        for batch in make_loader(data, 4, 2, torch.utils.data.SequentialSampler(data),
+                                 torch.device("cpu")):
+            pass
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("the process hung at exit") from None
+    assert proc.returncode == 1 and "item 20 is bad" in err, err
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("loader workers outlived the script")

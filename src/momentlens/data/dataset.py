@@ -14,13 +14,15 @@ video per process, and one JSON line ``{"index", "path", "reason", "epoch", "pid
 "time"}`` is appended to the quarantine file (``O_APPEND`` single writes: safe with
 several worker processes). :meth:`failed_indices` reads that file, so the main
 process sees failures that happened inside workers; without a ``quarantine_path`` a
-private temporary file is used. Videos already listed in an existing quarantine file
+private temporary file is used. A line that cannot be written (a full disk) is lost
+with one warning per process; the item is still served. Videos already listed in an existing quarantine file
 are not retried (they are served as zero clips at once) until
 :meth:`~VideoDataset.recheck_quarantine` finds that they read again (``--resume``).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -125,6 +127,7 @@ class VideoDataset:
         self.quarantine_path = Path(quarantine_path)
         self._known_bad = {e["path"] for e in self._read_quarantine()}
         self._logged: set[str] = set()
+        self._unrecorded = 0  # quarantine lines that could not be written (a full disk)
         self.failed: set[int] = set()  # failures seen in *this* process
 
     def __len__(self) -> int:
@@ -247,13 +250,22 @@ class VideoDataset:
         entry = {"index": index, "path": str(rec.path), "reason": reason,
                  "epoch": self.epoch, "pid": os.getpid(), "time": round(time.time(), 3)}
         line = (json.dumps(entry) + "\n").encode("utf-8")
-        self.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-        # O_APPEND + one write: lines from several workers never interleave.
-        fd = os.open(self.quarantine_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+            self.quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+            # O_APPEND + one write: lines from several workers never interleave.
+            fd = os.open(self.quarantine_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            finally:
+                os.close(fd)
+        except OSError as exc:  # a full disk: the record is lost, not the run
+            if not self._unrecorded:
+                log.warning("cannot record unreadable videos in %s (%s); they are still "
+                            "replaced by zero clips, but the epoch's count of unreadable "
+                            "videos may miss them", self.quarantine_path,
+                            exc.strerror or exc)
+            self._unrecorded += 1
 
     def _read_quarantine(self) -> list[dict]:
         if not self.quarantine_path.is_file():

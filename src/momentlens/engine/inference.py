@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import multiprocessing.util
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +102,10 @@ class _WorkersIter(_MultiProcessingDataLoaderIter):
     exit then joined that daemonic worker forever: the run ended, its process never did.
     A worker still alive after torch's shutdown is killed (SIGKILL) and reaped."""
 
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        super().__init__(loader)
+        _LIVE.add(self)
+
     def _shutdown_workers(self) -> None:
         workers = list(getattr(self, "_workers", []))
         super()._shutdown_workers()
@@ -107,6 +114,36 @@ class _WorkersIter(_MultiProcessingDataLoaderIter):
                 log.warning("loader worker %s did not stop; killing it", worker.pid)
                 worker.kill()
                 worker.join(timeout=10)
+
+
+# Iterators whose workers may still run. An exception that escapes a loop over a loader
+# keeps the iterator alive in its traceback (Python keeps the last one for the exit), so
+# torch never shuts its workers down; multiprocessing's exit hook then sends them SIGTERM,
+# which they ignore, and joins them forever: a script that failed never exited.
+_LIVE: weakref.WeakSet[_WorkersIter] = weakref.WeakSet()
+
+
+def _kill_workers_at_exit() -> None:
+    from torch.utils.data._utils import signal_handling
+
+    for it in list(_LIVE):
+        workers = [w for w in getattr(it, "_workers", []) if w.is_alive()]
+        if not workers:
+            continue
+        # First stop torch's SIGCHLD watch of these workers: it would raise "worker ...
+        # is killed by signal" in the middle of this hook.
+        with contextlib.suppress(Exception):
+            signal_handling._remove_worker_pids(id(it))
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            worker.join(timeout=10)
+
+
+# atexit runs its hooks last-registered first: multiprocessing's (imported above, so
+# registered already) comes after this one.
+atexit.register(_kill_workers_at_exit)
+assert multiprocessing.util  # imported for the registration order above
 
 
 def activate(logits: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
