@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from momentlens.data import seek
+from momentlens.data.check import frame_rate_varies
 from momentlens.data.decode import VideoDecodeError, open_video
 
 
@@ -158,6 +159,9 @@ def test_a_file_that_starts_without_a_keyframe_starts_at_its_first_decodable_fra
             o.mux(p)
     ref = _sequential(src)[gop:]
     np.testing.assert_array_equal(_sequential(path), ref)  # what a decoder shows
+    # `check` reads the rate of the shown frames: the lead-in's scattered timestamps
+    # (B-frames whose references were cut away) are no variable frame rate
+    assert not frame_rate_varies(path) and not frame_rate_varies(src)
     rng = np.random.default_rng(1)
     index_sets = [[0], [n - gop - 1], [3, 40, 41], list(range(28, 33))]
     index_sets += [rng.integers(0, n - gop, rng.integers(1, 12)).tolist() for _ in range(8)]
