@@ -158,3 +158,32 @@ def test_predict_folder_json_and_bad_file(tmp_path, data, models, capsys):
     good = [r for r in results if "top" in r]
     assert all(len(r["top"]) == 4 for r in good)  # only 4 classes
     assert main(["predict", str(models["2d"]), str(tmp_path / "nope.mp4")]) == 2
+
+
+def test_evaluate_under_torchrun_shares_the_videos_and_writes_once(tmp_path, data, models):
+    # Two processes over gloo, a loader worker each, one unreadable video: the same folder
+    # as one process writes, written by rank 0 alone, reported once.
+    import os
+    import subprocess
+    import sys
+
+    broken = tmp_path / "ds"
+    shutil.copytree(data, broken)
+    victim = sorted((broken / "validation" / "falling").glob("*.mp4"))[1]
+    victim.write_bytes(b"this is not a video")
+    one = evaluate(models["3d"], broken, tmp_path / "one", workers=1, device="cpu",
+                   precision="fp32")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MOMENTLENS_QUIET="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "momentlens", "evaluate", str(models["3d"]), "--data", str(broken), "--out",
+         str(tmp_path / "two"), "--workers", "1", "--device", "cpu", "--precision", "fp32",
+         "--no-plots"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("wrote ") == 1 and done.stdout.count("videos scored") == 1, done.stderr
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["unreadable"] == [f"validation/falling/{victim.name}"]
+    assert {k: v for k, v in two.items() if k != "cam"} == \
+        {k: v for k, v in one.items() if k != "cam"}
+    assert (tmp_path / "two" / "predictions.csv").read_bytes() == \
+        (tmp_path / "one" / "predictions.csv").read_bytes()

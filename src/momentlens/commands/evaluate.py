@@ -16,7 +16,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                          cam_videos_per_class=args.cam_videos, cam_sliding=not args.no_sliding,
                          precision=args.precision, backend=args.backend,
                          plots=not args.no_plots, layout=args.layout, split_id=args.split_id)
-    E.print_summary(metrics, args.out)
+    if metrics:  # under torchrun, rank 0 writes and reports; the others return {}
+        E.print_summary(metrics, args.out, plots=not args.no_plots)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,10 @@ from momentlens.data.formats import VIDEO_SUFFIXES
 from momentlens.data.layout import Split, load_split
 from momentlens.data.transforms import CropGeometry, resized_crop
 from momentlens.engine import coverage
+from momentlens.engine.distributed import DistInfo, all_gather_objects
+from momentlens.engine.distributed import cleanup as dist_cleanup
+from momentlens.engine.distributed import setup as dist_setup
+from momentlens.engine.feed import loader_workers
 from momentlens.engine.inference import (
     InferencePath,
     Normalizer,
@@ -131,22 +136,60 @@ def evaluate(
 
     ``precision`` / ``backend``: :func:`~momentlens.engine.inference.load_for_inference`
     (the folder's ``metrics.json`` records both); ``plots=False`` skips the PNGs.
-    """
-    from momentlens.analysis.evalio import write_evaluation
 
+    Under ``torchrun`` the processes share the videos (each scores its part, on its own
+    GPU) and rank 0 gathers the scores, computes ``--cam`` and writes the folder; the
+    other ranks return ``{}``.
+    """
     if clips < 1 or crops < 1:
         raise MomentlensError("--clips and --crops must be at least 1")
-    model, meta, fast = load_for_inference(model_path, device, precision, backend)
+    joined, info = _join_ranks(device, model_path, backend)
+    try:
+        return _evaluate(model_path, data, Path(out_dir), split, clips, crops, batch_size,
+                         workers, device, cam, cam_frames, cam_videos_per_class, cam_sliding,
+                         precision, backend, plots, layout, split_id, info)
+    finally:
+        if joined:
+            dist_cleanup()
+
+
+def _join_ranks(device: str, model_path: str | Path, backend: str) -> tuple[bool, DistInfo]:
+    """Join torchrun's process group, if launched by it and not joined already (NCCL on
+    CUDA, gloo for the CPU and ONNX Runtime). Returns ``(joined here, info)``."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, DistInfo()
+    already = dist.is_available() and dist.is_initialized()
+    onnx = backend == "onnxruntime" or (backend == "auto"
+                                        and str(model_path).lower().endswith(".onnx"))
+    cuda = not onnx and (device == "cuda" or (device == "auto" and torch.cuda.is_available()))
+    return not already, dist_setup("cuda" if cuda else "cpu")
+
+
+def _evaluate(model_path: str | Path, data: str | Path, out: Path, split: str, clips: int,
+              crops: int, batch_size: int, workers: int, device: str, cam: bool,
+              cam_frames: int, cam_videos_per_class: int, cam_sliding: bool, precision: str,
+              backend: str, plots: bool, layout: str, split_id: int | None, info: DistInfo
+              ) -> dict[str, Any]:
+    from momentlens.analysis.evalio import write_evaluation
+
+    model, meta, fast = load_for_inference(model_path, device, precision, backend,
+                                           local_rank=info.local_rank)
     the_split = load_split(data, split, layout, split_id=split_id)
     if cam:  # before the output folder exists: nothing left behind
         _cam_possible(model, the_split)
-    out = Path(out_dir)
+    quarantine = _fresh_quarantine(out, info)
+    workers = loader_workers(workers, info)
     dataset = _views_dataset(model.input_spec, len(meta["classes"]), the_split.records, clips,
-                             crops, quarantine=_fresh_quarantine(out))
+                             crops, quarantine=quarantine)
     with torch.inference_mode():
         scores = score_dataset(model, dataset, fast.device, fast.normalizer(model, model.input_spec),
                                batch_size=batch_size, workers=workers, amp=fast.dtype,
-                               desc=f"evaluate {split}", sigmoid=bool(meta.get("multi_label")))
+                               info=info, desc=f"evaluate {split}",
+                               sigmoid=bool(meta.get("multi_label")))
+    if not info.is_main:
+        return {}
     labels, records, paths, unreadable, clip_probs = _scored(scores, dataset.failed_indices(),
                                                              the_split, meta["classes"])
     views, targets = clip_probs.shape[1], _targets(the_split, records, meta["classes"])
@@ -210,12 +253,22 @@ def _cam_possible(model: torch.nn.Module, the_split: Split) -> None:
             "evaluate without --cam, and map single videos with `momentlens cam`")
 
 
-def _fresh_quarantine(out: Path) -> Path:
-    """``out/quarantine.jsonl``, emptied: each evaluation retries every video."""
-    with writing(out, "evaluation folder"):
-        out.mkdir(parents=True, exist_ok=True)
+def _fresh_quarantine(out: Path, info: DistInfo) -> Path:
+    """``out/quarantine.jsonl``, emptied: each evaluation retries every video. Under
+    several processes rank 0 empties it before any rank scores (and its problem, a full
+    disk say, is every rank's error)."""
     quarantine = out / "quarantine.jsonl"
-    quarantine.unlink(missing_ok=True)
+    problem = None
+    if info.is_main:
+        try:
+            with writing(out, "evaluation folder"):
+                out.mkdir(parents=True, exist_ok=True)
+            quarantine.unlink(missing_ok=True)
+        except MomentlensError as exc:
+            problem = str(exc)
+    problem = all_gather_objects(problem, info)[0]
+    if problem is not None:
+        raise MomentlensError(problem)
     return quarantine
 
 
@@ -384,10 +437,11 @@ def format_predictions(results: list[dict[str, Any]], as_json: bool = False) -> 
     return "\n".join(lines)
 
 
-def print_summary(metrics: dict[str, Any], out_dir: str | Path) -> None:
+def print_summary(metrics: dict[str, Any], out_dir: str | Path, plots: bool = True) -> None:
     print(describe(metrics))
-    print(f"wrote {out_dir}/metrics.json, per_class.csv, confusions.csv, predictions.csv, plots",
-          file=sys.stderr)
+    plots_text = ", plots" if plots else ""
+    print(f"wrote {out_dir}/metrics.json, per_class.csv, confusions.csv, predictions.csv"
+          f"{plots_text}", file=sys.stderr)
 
 
 __all__ = ["evaluate", "predict", "predict_loaded", "describe", "format_predictions", "collect_videos",

@@ -303,12 +303,12 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 def load_for_inference(path: Any, device: str = "auto", precision: str = "auto",
-                       backend: str = "auto") -> tuple[torch.nn.Module, dict[str, Any],
-                                                       InferencePath]:
+                       backend: str = "auto", local_rank: int = 0
+                       ) -> tuple[torch.nn.Module, dict[str, Any], InferencePath]:
     """``(model, meta, inference path)`` of a run folder, checkpoint, model file or
     exported ``.onnx`` (``backend="onnxruntime"``: the file, or the run folder's
-    ``model.onnx``). The model is ready on the path's device (see :func:`inference_path`);
-    an ONNX model runs fp32 on ONNX Runtime's CPU provider."""
+    ``model.onnx``). The model is ready on the path's device (see :func:`inference_path`;
+    CUDA device ``local_rank``); an ONNX model runs fp32 on ONNX Runtime's CPU provider."""
     from momentlens.engine.runtime import resolve_device
     from momentlens.utils import MomentlensError
 
@@ -325,6 +325,6 @@ def load_for_inference(path: Any, device: str = "auto", precision: str = "auto",
         return model, meta, InferencePath(torch.device("cpu"))
     from momentlens.engine.checkpoint import load_model
 
-    fast = inference_path(precision, resolve_device(device))
+    fast = inference_path(precision, resolve_device(device, local_rank))
     model, meta = load_model(path, fast.device)
     return fast.prepare(model), meta, fast
