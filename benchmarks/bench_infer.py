@@ -136,13 +136,14 @@ def model_load(rounds: int, work: Path) -> dict:
 PREDICT_STAGES = r"""
 import json, sys, time
 t = [time.process_time()]
-from momentlens.engine.evaluate import _views_dataset, collect_videos
+from momentlens.engine.evaluate import views_dataset
+from momentlens.engine.predict import collect_videos
 from momentlens.engine.inference import Normalizer, load_for_inference
 t.append(time.process_time())
 model, meta, fast = load_for_inference(sys.argv[1], "cpu")
 t.append(time.process_time())
 from momentlens.data.layout import VideoRecord
-ds = _views_dataset(model.input_spec, len(meta["classes"]),
+ds = views_dataset(model.input_spec, len(meta["classes"]),
                     [VideoRecord(path=collect_videos([sys.argv[2]])[0], label=0)], 1, 1)
 clip = ds[0][0]
 t.append(time.process_time())

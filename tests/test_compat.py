@@ -16,7 +16,7 @@ import pytest
 
 from momentlens.cli import main
 from momentlens.engine.checkpoint import load_model
-from momentlens.engine.evaluate import predict
+from momentlens.engine.predict import predict
 from momentlens.models.spec import InputSpec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs_v0_1"

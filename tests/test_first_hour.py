@@ -109,7 +109,7 @@ def test_3_predict_says_how_much_it_looked_at(clips, model, capsys):
 
 @pytest.mark.parametrize("kind", ["portrait", "webm", "avi"])
 def test_3_predict_reads_every_container(clips, model, kind):
-    from momentlens.engine.evaluate import predict
+    from momentlens.engine.predict import predict
 
     result = predict(model, [clips[kind]], topk=2)[0]
     assert len(result["top"]) == 2 and result["scored"]["clips"] == 1

@@ -14,7 +14,8 @@ from momentlens.analysis.evalio import read_evaluation
 from momentlens.cli import main
 from momentlens.data import synth
 from momentlens.engine.checkpoint import load_model
-from momentlens.engine.evaluate import MultiViewDataset, evaluate, predict
+from momentlens.engine.evaluate import MultiViewDataset, evaluate
+from momentlens.engine.predict import predict
 from momentlens.models.spec import InputSpec
 
 CLASSES = ["ring", "square", "falling", "rising"]

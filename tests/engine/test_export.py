@@ -13,7 +13,8 @@ import torch
 from momentlens.cli import main
 from momentlens.data import synth
 from momentlens.engine.checkpoint import load_model
-from momentlens.engine.evaluate import evaluate, predict
+from momentlens.engine.evaluate import evaluate
+from momentlens.engine.predict import predict
 from momentlens.models.registry import list_models
 
 pytest.importorskip("onnx", reason="the [onnx] extra is not installed")

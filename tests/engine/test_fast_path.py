@@ -11,8 +11,9 @@ import torch
 
 from momentlens.data import synth
 from momentlens.engine.checkpoint import load_model, read_model_file
-from momentlens.engine.evaluate import evaluate, predict
+from momentlens.engine.evaluate import evaluate
 from momentlens.engine.inference import inference_path
+from momentlens.engine.predict import predict
 from momentlens.engine.runtime import cpu_has_native_bf16
 from momentlens.models.registry import create_model
 from momentlens.utils import MomentlensError

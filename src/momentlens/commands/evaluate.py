@@ -26,12 +26,12 @@ def run_predict(args: argparse.Namespace) -> int:
     ``--timeline`` also the per-window class probabilities of each video (CSV + PNG)."""
     import json
 
-    from momentlens.engine import evaluate as E
+    from momentlens.engine import predict as P
     from momentlens.utils import MomentlensError
 
     try:
         if not getattr(args, "timeline", False):
-            results = E.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
+            results = P.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
                                 device=args.device, precision=args.precision,
                                 backend=args.backend)
         else:
@@ -41,7 +41,7 @@ def run_predict(args: argparse.Namespace) -> int:
             raise
         print(json.dumps({"error": " ".join(str(exc).split())}))  # the reason, one line
         return 2
-    print(E.format_predictions(results, as_json=args.json))
+    print(P.format_predictions(results, as_json=args.json))
     return 1 if any("error" in r for r in results) else 0
 
 
@@ -51,15 +51,15 @@ def _predict_with_timeline(args: argparse.Namespace) -> list[dict]:
     import sys
     from pathlib import Path
 
-    from momentlens.engine import evaluate as E
+    from momentlens.engine import predict as P
     from momentlens.engine.inference import load_for_inference
     from momentlens.engine.timeline import timeline, timeline_csv, timeline_png
     from momentlens.utils import write_bytes_atomic, write_text_atomic
 
     model, meta, fast = load_for_inference(args.model, args.device, args.precision,
                                            args.backend)
-    videos = E.collect_videos(args.videos)
-    results = E.predict_loaded(model, meta, fast, videos, topk=args.topk, clips=args.clips)
+    videos = P.collect_videos(args.videos)
+    results = P.predict_loaded(model, meta, fast, videos, topk=args.topk, clips=args.clips)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for video, result in zip(videos, results):

@@ -9,7 +9,7 @@
     clf(clips)                                 # (B, 3, T, H, W) normalised float -> (B, K) logits
     clf.cam("video.mp4")                       # the arrays `momentlens cam` saves in cam.npz
 
-Everything goes through the code the commands use (:func:`momentlens.engine.evaluate.
+Everything goes through the code the commands use (:func:`momentlens.engine.predict.
 predict_loaded`, :func:`momentlens.cam.video.video_cams`), so ``predict`` returns exactly
 what ``momentlens predict --json`` prints, and the same safety rules hold: model files
 are read as safetensors (``weights_only`` for state files), ONNX files by ONNX Runtime.
@@ -89,7 +89,7 @@ class Classifier:
                      ) -> list[list[tuple[str, float]] | None]:
         """:meth:`predict` of each video, batched (``batch_size`` videos a forward pass,
         a progress bar on the terminal); ``None`` for a video that could not be read."""
-        from momentlens.engine.evaluate import predict_loaded
+        from momentlens.engine.predict import predict_loaded
 
         if not videos:
             return []
@@ -99,7 +99,7 @@ class Classifier:
 
     def _results(self, videos: Sequence[Any], topk: int, clips: int | None, batch_size: int
                  ) -> list[list[tuple[str, float]]]:
-        from momentlens.engine.evaluate import predict_loaded
+        from momentlens.engine.predict import predict_loaded
 
         for v in videos:
             if not Path(v).is_file():

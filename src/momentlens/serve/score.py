@@ -1,6 +1,6 @@
 """Scoring one uploaded video with every served run: top-k, CAM media, timeline.
 
-Each run's top-k is :func:`momentlens.engine.evaluate.predict_loaded`'s, the values
+Each run's top-k is :func:`momentlens.engine.predict.predict_loaded`'s, the values
 ``momentlens predict --json`` prints for the same file. The CAM of the top class
 (:func:`momentlens.cam.video.video_cam`) is rendered as an animated GIF with the
 evidence-over-time plot (:mod:`momentlens.cam.render`); a video longer than one
@@ -88,7 +88,7 @@ def score_run(name: str, clf: Classifier, video: Path, folder: Path, display: st
               duration: float, settings: Settings) -> dict[str, Any]:
     """One run's column: ``{name, model, top, media: {cam, evidence, timeline}, timeline}``
     with media as file names inside ``folder``."""
-    from momentlens.engine.evaluate import predict_loaded
+    from momentlens.engine.predict import predict_loaded
 
     result = predict_loaded(clf.model, clf.meta, clf.fast, [video], topk=settings.topk)[0]
     if "top" not in result:
