@@ -203,3 +203,31 @@ def test_rank_share_gives_each_rank_its_saved_sums():
     # a single process's checkpoint: one dict
     assert rank_share({"seen": 4}, DistInfo()) == {"seen": 4}
     assert rank_share({"seen": 4}, DistInfo(1, 2, 1)) == {}
+
+
+def test_an_epoch_resumed_on_more_processes_pools_its_metrics(synth_dir, tmp_path, eng):
+    # Stopped after step 1 of 3 in one process, the epoch ends under torchrun on 2: rank
+    # 0 carries the first step's sums, so the ranks have seen 8 and 4 clips. The epoch's
+    # loss and accuracy are those of its 12 clips, as the uninterrupted run's are, not a
+    # mean of the two ranks' means.
+    import os
+    import signal
+
+    settings = {"finetune": "fc", "epochs": 1, "lr": 0.05, "checkpoint_steps": 1}
+    single = eng.run_train(eng.train_args(synth_dir, tmp_path / "single", **settings))
+    assert single.returncode == 0, single.stderr
+    run_dir = tmp_path / "moved"
+    proc = eng.start_train(eng.train_args(synth_dir, run_dir, **settings),
+                           checkpoint_delay=0.5, new_session=True)
+    eng.wait_for(proc, lambda: eng.last_step(run_dir) >= 1, "step 1")
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and eng.last_step(run_dir) < 3, err
+    done = subprocess.run(eng.torchrun_train(["--resume", str(run_dir)]),
+                          env=eng.cli_env(OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    row = json.loads((run_dir / "metrics.jsonl").read_text())
+    ref = json.loads((tmp_path / "single" / "metrics.jsonl").read_text())
+    assert abs(row["train_loss"] - ref["train_loss"]) < 1e-5, (row, ref)
+    assert row["train_top1"] == ref["train_top1"]

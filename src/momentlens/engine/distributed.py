@@ -78,13 +78,13 @@ def rank_share(saved: Any, info: DistInfo) -> dict[str, float]:
     return {k: sum(part.get(k, 0) for part in saved) for k in saved[0]} if saved else {}
 
 
-def all_reduce_mean(value: float, info: DistInfo) -> float:
-    """The mean of ``value`` over all processes (``value`` itself in a single process)."""
+def all_reduce_sums(values: list[float], info: DistInfo) -> list[float]:
+    """Each of ``values`` summed over all processes (``values`` in a single process)."""
     if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
-    return float(t.item()) / info.world_size
+    return t.tolist()
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):

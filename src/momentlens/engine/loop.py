@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from momentlens.engine.checkpoint import TrainState
 from momentlens.engine.config import TrainConfig
-from momentlens.engine.distributed import DistInfo, all_reduce_mean
+from momentlens.engine.distributed import DistInfo, all_reduce_sums
 from momentlens.engine.inference import Normalizer
 from momentlens.engine.prefetch import DeviceAugment, DeviceInput, Prefetcher
 from momentlens.engine.runtime import autocast
@@ -161,10 +161,14 @@ def train_one_epoch(
                 break
     sums = meter.read(state, cfg)
     bar.close(done)
-    seen = max(meter.seen, 1)
+    # The epoch's clips pooled over the ranks: after a resume on another number of
+    # processes, rank 0 carries the sums saved before it, so the ranks' counts differ.
+    loss_sum, correct, seen = all_reduce_sums(
+        [sums["loss_sum"], sums["correct"], float(meter.seen)], info)
+    seen = max(seen, 1.0)
     return {
-        "train_loss": all_reduce_mean(sums["loss_sum"] / seen, info),
-        "train_top1": all_reduce_mean(sums["correct"] / seen, info),
+        "train_loss": loss_sum / seen,
+        "train_top1": correct / seen,
         "clips_per_s": meter.clips_per_s(),
         "data_wait": meter.wait_share(),
         "lr": lr,
