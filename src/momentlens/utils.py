@@ -102,5 +102,13 @@ def progress(
     if not sys.stderr.isatty():
         # In logs and CI, a line every few seconds rather than a carriage-return flood.
         kwargs.setdefault("mininterval", 5.0)
+    if iterable is not None:
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        # tqdm.auto's bar (tqdm.asyncio's underneath) calls iter() on the iterable when
+        # it is made and its loop calls iter() again: a DataLoader then started a second
+        # set of workers, and the first set decoded batches that nobody read. One
+        # iterator, made here, serves both.
+        iterable = iter(iterable)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable,
                 dynamic_ncols=True, file=sys.stderr, **kwargs)

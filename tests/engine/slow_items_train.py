@@ -2,14 +2,16 @@
 
     python slow_items_train.py SECONDS MARKER TRAIN_ARGS...
 
-Every item a dataset loads (in a loader worker or in this process) first touches the
-file MARKER, then pauses SECONDS: the test waits for MARKER and knows that the run is
-reading videos, with a wide window left in which its signal lands. Production code has
+Every item a dataset loads (in a loader worker or in this process) first appends the
+loading process's id to the file MARKER (one line), then pauses SECONDS: the test waits
+for MARKER and knows that the run is reading videos, with a wide window left in which
+its signal lands, and can count which process loaded how many items. Production code has
 no such hook; the pause is patched in here.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,9 @@ def main(argv: list[str]) -> int:
     load = VideoDataset.__getitem__
 
     def slow_load(self: VideoDataset, index: int) -> Any:
-        marker.touch()
+        fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
         time.sleep(delay)
         return load(self, index)
 

@@ -300,3 +300,31 @@ def test_a_script_whose_loop_fails_still_exits():
         return
     os.killpg(proc.pid, signal.SIGKILL)
     raise AssertionError("loader workers outlived the script")
+
+
+def test_scoring_with_workers_loads_each_item_once(tmp_path):
+    # score_dataset's progress bar once made a second DataLoader iterator (tqdm.auto
+    # calls iter() when the bar is made, and again when it is looped over): a second set
+    # of workers started and the first decoded prefetched batches that nobody read.
+    import os
+
+    from momentlens.engine.inference import Normalizer, score_dataset
+    from momentlens.models.registry import create_model
+
+    log = tmp_path / "loads"
+
+    class Logged:
+        def __len__(self) -> int:
+            return 24
+
+        def __getitem__(self, i: int):
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.write(fd, f"{i}\n".encode())
+            os.close(fd)
+            return torch.full((3, 4, 32, 32), i, dtype=torch.uint8), i % 3, i
+
+    model = create_model("r3d10", num_classes=3, width=0.0625, frames=4, size=32)
+    scores = score_dataset(model, Logged(), torch.device("cpu"), Normalizer(model.input_spec),
+                           batch_size=4, workers=2)
+    assert scores.indices.tolist() == list(range(24))
+    assert sorted(int(x) for x in log.read_text().split()) == list(range(24))

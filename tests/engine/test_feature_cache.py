@@ -122,3 +122,30 @@ def test_a_diverging_head_stops_before_saving_a_bad_checkpoint(synth_dir, tmp_pa
     assert "Traceback" not in done.stderr
     if eng.last_step(run_dir) >= 0:  # an epoch saved before it diverged is a finite one
         assert all(torch.isfinite(t).all() for t in eng.weights(run_dir).values())
+
+
+def test_under_torchrun_each_rank_caches_its_share(synth_dir, tmp_path, eng):
+    # 2 processes over gloo, no loader workers: each process loads about half of the 12
+    # training and 6 validation videos, and the head trained on the gathered features is
+    # the one a single process trains.
+    settings = {**CACHED, "workers": 0}
+    single = eng.run_train(eng.train_args(synth_dir, tmp_path / "single", **settings))
+    assert single.returncode == 0, single.stderr
+    run_dir, marker = tmp_path / "ddp", tmp_path / "loads"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(eng.HERE / "slow_items_train.py"), "0", str(marker),
+         *eng.train_args(synth_dir, run_dir, **settings)],
+        env=eng.cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loads: dict[str, int] = {}
+    for pid in marker.read_text().split():
+        loads[pid] = loads.get(pid, 0) + 1
+    assert sorted(loads.values()) == [9, 9], loads  # 6 + 3 each, not 18 each
+    rows, ref = _rows(run_dir), _rows(tmp_path / "single")
+    assert [r["val_top1"] for r in rows] == [r["val_top1"] for r in ref]
+    for a, b in zip(rows, ref):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 * max(1.0, abs(b["train_loss"]))
+    for key, value in eng.weights(run_dir).items():
+        torch.testing.assert_close(value, eng.weights(tmp_path / "single")[key],
+                                   rtol=1e-4, atol=1e-5)

@@ -29,7 +29,7 @@ from torch import nn
 from momentlens.analysis import metrics as M
 from momentlens.engine.checkpoint import Optimisation, TrainState, save_training
 from momentlens.engine.config import TrainConfig
-from momentlens.engine.distributed import DistInfo, EpochSampler
+from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects
 from momentlens.engine.factory import (
     RunSetup,
     make_dataset,
@@ -51,22 +51,35 @@ def pooled_features(model: nn.Module, dataset: Any, device: torch.device,
                     normalizer: Normalizer, amp: torch.dtype | None, batch_size: int,
                     workers: int, info: DistInfo, desc: str, stop: StopRequest | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(features (N, C), labels (N,))``: the trunk's globally pooled features per item;
-    ``None`` when ``stop`` is agreed after a batch (every rank caches every item, so the
-    ranks reach each agreement together)."""
+    """``(features (N, C), labels (N,))``: the trunk's globally pooled features per item,
+    in item order, on every rank. Under several processes each rank computes its share
+    (:class:`EpochSampler`'s evaluation order) and the shares are gathered.
+
+    ``None`` when ``stop`` is agreed: after each batch that every rank has (the last
+    rank's share is the smallest, by one item at most), and once more after the loop, so
+    the ranks reach each agreement together."""
     model.eval()
-    sampler = EpochSampler(len(dataset), batch_size, DistInfo(), shuffle=False)
+    sampler = EpochSampler(len(dataset), batch_size, info, shuffle=False)
+    last = DistInfo(info.world_size - 1, info.world_size)
+    common = EpochSampler(len(dataset), batch_size, last, shuffle=False).batches_per_epoch()
     loader = make_loader(dataset, batch_size, workers, sampler, device)
-    feats, labels = [], []
-    for clips, y, _ in progress(loader, total=len(loader), desc=desc, unit="batch",
-                                disable=None if info.is_main else True):
+    feats, labels, indices = [], [], []
+    for b, (clips, y, index) in enumerate(progress(
+            loader, total=len(loader), desc=desc, unit="batch",
+            disable=None if info.is_main else True)):
         with autocast(device, amp):
             f = model.forward_features(normalizer(clips.to(device)))
         feats.append(f.float().mean(dim=(2, 3, 4)).cpu())
-        labels.append(y)
-        if stop is not None and stop.agreed(info):
+        labels.append(torch.as_tensor(y))
+        indices.append(torch.as_tensor(index))
+        if stop is not None and b < common and stop.agreed(info):
             return None
-    return torch.cat(feats), torch.cat(labels)
+    if stop is not None and stop.agreed(info):
+        return None
+    mine = (torch.cat(indices), torch.cat(feats), torch.cat(labels)) if feats else None
+    parts = [p for p in all_gather_objects(mine, info) if p is not None]
+    order = torch.argsort(torch.cat([p[0] for p in parts]))
+    return torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
 
 
 def train_head_on_cache(setup: RunSetup, stop: StopRequest | None = None,
