@@ -50,6 +50,28 @@ def test_epoch_sampler_shards_are_disjoint_and_cover_the_truncated_permutation(
     assert later != union
 
 
+@pytest.mark.parametrize("world,max_batches", [(1, 0), (2, 0), (1, 3)])
+def test_only_dropped_items_no_epoch_trained_on_are_probed(world, max_batches):
+    # rank 0 decodes the probed items alone while every rank waits: an item an earlier
+    # epoch trained on has been read by a loader already (and quarantined if bad)
+    length, batch = 23, 4
+    trained_ever: set[int] = set()
+    probed = 0
+    for epoch in range(6):
+        sampler = EpochSampler(length, batch, DistInfo(0, world), seed=5,
+                               max_batches=max_batches)
+        sampler.set_epoch(epoch)
+        expected = [i for i in sampler.dropped() if i not in trained_ever]
+        assert sampler.never_trained_dropped() == expected
+        probed += len(expected)
+        for r in range(world):
+            rank = EpochSampler(length, batch, DistInfo(r, world), seed=5,
+                                max_batches=max_batches)
+            rank.set_epoch(epoch)
+            trained_ever |= set(rank)
+    assert probed < 6 * len(sampler.dropped())  # fewer than every dropped item, each epoch
+
+
 @pytest.mark.parametrize("length,world", [(5, 2), (6, 2), (7, 3), (1, 2)])
 def test_eval_shards_see_every_item_exactly_once(length, world):
     shards = [list(EpochSampler(length, 2, DistInfo(r, world), shuffle=False))

@@ -123,8 +123,9 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     def _eval_indices(self) -> list[int]:
         return list(range(self.info.rank, self.length, self.info.world_size))
 
-    def _order(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    def _order(self, epoch: int | None = None) -> list[int]:
+        epoch = self.epoch if epoch is None else epoch
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.length, generator=g).tolist()
 
     def dropped(self) -> list[int]:
@@ -132,6 +133,18 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         batch (the partial batch no rank trains on)."""
         per_global = self.batch_size * self.info.world_size
         return self._order()[self.length // per_global * per_global:] if self.shuffle else []
+
+    def never_trained_dropped(self) -> list[int]:
+        """:meth:`dropped` items that no earlier epoch trained on either (so no loader
+        has read them yet). Each epoch's permutation is drawn anew, so after the first
+        epoch this is nearly always empty."""
+        left = set(self.dropped())
+        trained = self.batches_per_epoch() * self.batch_size * self.info.world_size
+        for epoch in range(self.epoch - 1, -1, -1):
+            if not left:
+                break
+            left -= set(self._order(epoch)[:trained])
+        return [i for i in self.dropped() if i in left]
 
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:

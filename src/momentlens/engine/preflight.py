@@ -47,9 +47,12 @@ def recheck_quarantine(datasets: Sequence[VideoDataset], info: DistInfo) -> list
 
 
 def probe_dropped(dataset: VideoDataset, sampler: EpochSampler) -> None:
-    """Load the items this epoch's sampler left out (the partial last batch), so an
-    unreadable one is quarantined like every video training touches."""
-    for index in sampler.dropped():
+    """Load the items this epoch's sampler left out (the partial last batch) that no
+    epoch has trained on yet, so an unreadable one is quarantined like every video
+    training touches. This runs in rank 0's main process while every GPU waits: items an
+    earlier epoch's loader read (nearly all of them after the first epoch) are not
+    decoded again."""
+    for index in sampler.never_trained_dropped():
         dataset[index]
 
 
