@@ -144,7 +144,7 @@ model, meta, fast = load_for_inference(sys.argv[1], "cpu")
 t.append(time.process_time())
 from momentlens.data.layout import VideoRecord
 ds = views_dataset(model.input_spec, len(meta["classes"]),
-                    [VideoRecord(path=collect_videos([sys.argv[2]])[0], label=0)], 1, 1)
+                   [VideoRecord(path=collect_videos([sys.argv[2]])[0], label=0)], 1, 1)
 clip = ds[0][0]
 t.append(time.process_time())
 fast(model, Normalizer(model.input_spec)(clip[None]))

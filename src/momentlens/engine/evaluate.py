@@ -98,8 +98,8 @@ def _label_map(split: Split, model_classes: list[str]) -> np.ndarray:
 
 
 def views_dataset(spec: InputSpec, num_classes: int, records: Sequence[Any], clips: int,
-                   crops: int, backend: str = "auto", quarantine: Path | None = None
-                   ) -> MultiViewDataset:
+                  crops: int, backend: str = "auto", quarantine: Path | None = None
+                  ) -> MultiViewDataset:
     return MultiViewDataset(
         records, num_classes=num_classes, **spec.dataset_options(),
         train=False, backend=backend, num_clips=clips, crops=crops,
@@ -175,7 +175,7 @@ def _evaluate(model_path: str | Path, data: str | Path, out: Path, split: str, c
     quarantine = _fresh_quarantine(out, info)
     workers = loader_workers(workers, info)
     dataset = views_dataset(model.input_spec, len(meta["classes"]), the_split.records, clips,
-                             crops, quarantine=quarantine)
+                            crops, quarantine=quarantine)
     with torch.inference_mode():
         scores = score_dataset(model, dataset, fast.device, fast.normalizer(model, model.input_spec),
                                batch_size=batch_size, workers=workers, amp=fast.dtype,
