@@ -61,3 +61,43 @@ def test_full_disk_during_a_checkpoint_then_resume(synth_dir, small_disk, eng):
     done = eng.run_train(["--resume", str(run_dir)])
     assert done.returncode == 0, done.stderr
     assert eng.last_step(run_dir) == 6
+
+
+@pytest.fixture
+def board_disk(tmp_path):
+    """``RUN/tensorboard`` on a 64 KiB tmpfs of its own (needs root): TensorBoard's disk
+    fills while the checkpoints' does not."""
+    where = tmp_path / "run" / "tensorboard"
+    where.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.parametrize("fails", ["full from the start", "read-only from epoch 2"])
+def test_a_tensorboard_disk_that_fails_turns_its_logs_off_not_the_run(synth_dir, board_disk,
+                                                                      fails, eng):
+    # TensorBoard is a view of metrics.jsonl: a write that fails, in the writer's
+    # constructor or on its background thread, is one warning and the run trains on.
+    # (A disk filled mid-run would still take a few scalars in the event file's last
+    # page; a file system gone read-only refuses the next write at once.)
+    run_dir = board_disk.parent
+    if fails.startswith("full"):
+        _fill(board_disk)
+    settings = {"width": 0.0625, "epochs": 3, "checkpoint_steps": 1}
+    proc = eng.start_train(eng.train_args(synth_dir, run_dir, **settings),
+                           checkpoint_delay=0.3)
+    if fails.startswith("read-only"):
+        eng.wait_for(proc, lambda: (run_dir / "metrics.jsonl").is_file(), "epoch 1's row")
+        subprocess.run(["mount", "-o", "remount,ro", str(board_disk)], check=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    warnings = [x for x in err.splitlines() if "TensorBoard logs are off" in x]
+    why = "No space left on device" if fails.startswith("full") else "Read-only file system"
+    assert len(warnings) == 1 and why in warnings[0], err
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3 and eng.last_step(run_dir) == 9

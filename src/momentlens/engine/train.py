@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,12 +61,9 @@ from momentlens.engine.preflight import (
 from momentlens.engine.runlock import Ownership
 from momentlens.engine.runtime import environment, resolve_device, seed_everything
 from momentlens.engine.signals import StopRequest
-from momentlens.engine.tracking import log_epoch, open_tensorboard
+from momentlens.engine.tracking import Board, log_epoch, open_tensorboard
 from momentlens.engine.writes import writing
 from momentlens.utils import MomentlensError, write_json_atomic
-
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +209,7 @@ def _fit(setup: RunSetup, resume: bool, owner: Ownership) -> dict[str, Any]:
 
 
 def _epochs(setup: RunSetup, model: nn.Module, data: _Data, state: TrainState,
-            opt: Optimisation, writer: SummaryWriter | None, save: Callable[..., None],
+            opt: Optimisation, writer: Board | None, save: Callable[..., None],
             stop: StopRequest) -> dict[str, Any]:
     """Epochs until ``cfg.epochs`` on one loader whose workers persist (see
     :mod:`~momentlens.engine.feed`); the last epoch's row, or ``_stopped``'s."""
@@ -295,7 +292,7 @@ def _wrap(setup: RunSetup) -> nn.Module:
 
 
 def _end_epoch(setup: RunSetup, state: TrainState, opt: Optimisation, stats: dict[str, Any],
-               val_ds: VideoDataset, train_ds: VideoDataset, writer: SummaryWriter | None,
+               val_ds: VideoDataset, train_ds: VideoDataset, writer: Board | None,
                save: Callable[..., None]) -> dict[str, Any]:
     """Validate when due, step the plateau schedule, checkpoint and log the epoch's row."""
     cfg = setup.cfg
