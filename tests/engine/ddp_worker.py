@@ -4,8 +4,9 @@ Started with the variables torchrun would set (RANK, WORLD_SIZE, MASTER_ADDR, ..
 without them for the single-process reference. It takes one optimiser step (of ``--accum``
 micro-batches) with the engine's ``train_one_epoch`` on the first global batch(es) of
 the training split, then scores
-the first ``--val-videos`` validation videos with ``score_dataset``, and saves
-``OUT/rank{r}.pt``: the initial and updated weights, the gathered scores, and this rank's batch.
+the first ``--val-videos`` validation videos with ``score_dataset`` and validates them as
+training does, and saves ``OUT/rank{r}.pt``: the initial and updated weights, the
+gathered scores, the validation row, and this rank's batch.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ def main() -> None:
     val = Fa.make_dataset(cfg, Fa.input_spec(cfg, model), val_split, train=False, run_dir=None)
     local = list(D.EpochSampler(len(val), 2, info, shuffle=False))
     scores = score_dataset(model, val, device, normalizer, batch_size=2, info=info)
+    # each process has a private quarantine file (run_dir=None): as on several machines
+    # without a shared run folder
+    validated = T.validate(model, val, cfg, device, normalizer, None, info, val_split.classes, 0)
     torch.save({"weights": {k: v.clone() for k, v in model.state_dict().items()},
+                "validate": validated,
                 "initial": initial,
                 "indices": scores.indices, "labels": scores.labels,
                 "clip_probs": scores.clip_probs, "local": local,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from momentlens.data.layout import load_split
 from momentlens.engine.distributed import DistInfo, EpochSampler
 from momentlens.models.registry import create_model
 
@@ -180,6 +182,21 @@ def test_ddp_step_and_validation_match_one_process(synth_dir, tmp_path, accum):
         assert r["indices"].tolist() == [0, 1, 2, 3, 4]
         np.testing.assert_array_equal(r["labels"], single["labels"])
         np.testing.assert_allclose(r["clip_probs"], single["clip_probs"], rtol=0, atol=1e-5)
+
+
+def test_every_rank_counts_the_unreadable_validation_videos_of_all(synth_dir, tmp_path):
+    # Two machines without a shared run folder each see only their own quarantine file
+    # (here: each process a private one). Validation video 1 is unreadable and scored by
+    # rank 1; both ranks must leave it out and count it, or their val_top1 (and a plateau
+    # schedule stepped on it) would differ between ranks.
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    broken = load_split(data, "validation").records[1].path
+    broken.write_bytes(b"not a video")
+    ranks = _launch(data, tmp_path / "out", 2)
+    rows = [r["validate"] for r in ranks]
+    assert rows[0] == rows[1]
+    assert rows[0]["val_unreadable"] == 1 and rows[0]["val_videos"] == 4
 
 
 def test_torchrun_train_matches_one_process(synth_dir, tmp_path, eng):

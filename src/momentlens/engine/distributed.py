@@ -65,6 +65,15 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
+def union_over_ranks(items: set[int], info: DistInfo) -> set[int]:
+    """Every rank's ``items`` together (``items`` in a single process). Unreadable videos
+    are known from each rank's quarantine file, and on several machines without a shared
+    run folder each rank's file lists only its own machine's."""
+    if not info.enabled:
+        return set(items)
+    return set().union(*all_gather_objects(set(items), info))
+
+
 def rank_share(saved: Any, info: DistInfo) -> dict[str, float]:
     """This rank's part of per-rank sums saved by rank 0 (``[rank 0's, rank 1's, ...]``,
     see ``checkpoint.restore_training``), or the one dict a single process saved. Resumed with

@@ -21,7 +21,7 @@ import torch
 from momentlens.data.dataset import VideoDataset
 from momentlens.data.layout import Split, load_split
 from momentlens.data.transforms import CropGeometry, resized_crop
-from momentlens.engine.distributed import DistInfo, all_gather_objects
+from momentlens.engine.distributed import DistInfo, all_gather_objects, union_over_ranks
 from momentlens.engine.distributed import cleanup as dist_cleanup
 from momentlens.engine.distributed import setup as dist_setup
 from momentlens.engine.feed import loader_workers
@@ -181,9 +181,10 @@ def _evaluate(model_path: str | Path, data: str | Path, out: Path, split: str, c
                                batch_size=batch_size, workers=workers, amp=fast.dtype,
                                info=info, desc=f"evaluate {split}",
                                sigmoid=bool(meta.get("multi_label")))
+    failed = union_over_ranks(dataset.failed_indices(), info)
     if not info.is_main:
         return {}
-    labels, records, paths, unreadable, clip_probs = _scored(scores, dataset.failed_indices(),
+    labels, records, paths, unreadable, clip_probs = _scored(scores, failed,
                                                              the_split, meta["classes"])
     views, targets = clip_probs.shape[1], _targets(the_split, records, meta["classes"])
     meta_out: dict[str, Any] = {

@@ -36,7 +36,12 @@ from momentlens.data.dataset import VideoDataset
 from momentlens.engine import checkpoint as ckpt
 from momentlens.engine.checkpoint import Optimisation, TrainState
 from momentlens.engine.config import TrainConfig, save_config
-from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects
+from momentlens.engine.distributed import (
+    DistInfo,
+    EpochSampler,
+    all_gather_objects,
+    union_over_ranks,
+)
 from momentlens.engine.distributed import cleanup as dist_cleanup
 from momentlens.engine.distributed import setup as dist_setup
 from momentlens.engine.factory import (
@@ -85,7 +90,7 @@ def validate(
     scores = score_dataset(model, dataset, device, normalizer, batch_size=cfg.batch_size,
                            workers=loader_workers(cfg.workers, info), amp=amp, info=info,
                            desc="validate", sigmoid=cfg.resolved_loss(multi) == "bce")
-    failed = dataset.failed_indices()
+    failed = union_over_ranks(dataset.failed_indices(), info)
     keep = np.array([i not in failed for i in scores.indices], dtype=bool)
     video = scores.video_probs[keep]
     labels = scores.labels[keep]
@@ -305,7 +310,7 @@ def _end_epoch(setup: RunSetup, state: TrainState, opt: Optimisation, stats: dic
                             setup.amp, setup.info, setup.classes, state.epoch))
         if opt.plateau is not None:
             opt.plateau.step(row["val_top1"])
-    failed = len(train_ds.failed_indices(state.epoch - 1))
+    failed = len(union_over_ranks(train_ds.failed_indices(state.epoch - 1), setup.info))
     row["train_unreadable"] = failed
     improved = "val_top1" in row and row["val_top1"] > state.best_top1
     if improved:
