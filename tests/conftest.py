@@ -133,3 +133,52 @@ def media():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class _Disks:
+    """Real small disks for the full-disk tests: tmpfs mounts, unmounted after the test."""
+
+    def __init__(self) -> None:
+        self.mounted: list[Path] = []
+
+    def mount(self, where: Path, size: str) -> Path:
+        """A tmpfs of ``size`` (``"64k"``, ``"4m"``) at ``where`` (made if missing); the
+        test is skipped where it cannot be mounted (not root, no mount command)."""
+        where.mkdir(parents=True, exist_ok=True)
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                   str(where)], capture_output=True, text=True)
+        except FileNotFoundError:
+            pytest.skip("no mount command: cannot make a small disk")
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
+        self.mounted.append(where)
+        return where
+
+    @staticmethod
+    def fill(folder: Path) -> Path:
+        """Write ``folder/filler`` until the disk is full; returns it."""
+        import errno
+
+        filler = folder / "filler"
+        with open(filler, "wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        return filler
+
+    def unmount_all(self) -> None:
+        for where in reversed(self.mounted):
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def disks():
+    """:class:`_Disks`: ``disks.mount(path, size)`` and ``disks.fill(folder)``."""
+    made = _Disks()
+    try:
+        yield made
+    finally:
+        made.unmount_all()

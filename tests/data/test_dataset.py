@@ -112,26 +112,12 @@ def test_private_quarantine_file_lives_as_long_as_the_dataset(split):
 
 
 @pytest.fixture
-def full_disk(tmp_path):
+def full_disk(tmp_path, disks):
     """A real 64 KiB tmpfs, filled to the last byte (root only: mount)."""
-    import errno
-    import subprocess
-
-    where = tmp_path / "disk"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
+    where = disks.mount(tmp_path / "disk", "64k")
     (where / "run").mkdir()
-    with open(where / "filler", "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    disks.fill(where)
+    return where
 
 
 def test_a_full_disk_loses_the_quarantine_record_not_the_run(split, tmp_path, full_disk,

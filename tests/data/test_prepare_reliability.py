@@ -97,25 +97,14 @@ def test_class_folders_survive_when_all_their_videos_fail(tmp_path, vids):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmp_path, disks):
     """A real tmpfs mount (root only); ``resize(kib)`` changes its size."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
-                               str(mount_point)], capture_output=True, text=True)
-    except FileNotFoundError:
-        pytest.skip("no mount command: cannot make a small disk")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
+    mount_point = disks.mount(tmp_path / "disk", "64k")
 
     def resize(kib: int) -> None:
         subprocess.run(["mount", "-o", f"remount,size={kib}k", str(mount_point)], check=True)
 
-    try:
-        yield mount_point, resize
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    return mount_point, resize
 
 
 def _noisy_dataset(root, videos=8):

@@ -8,6 +8,7 @@ Helpers reach test modules through the ``eng`` fixture (tests/ is not a package)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -109,6 +110,24 @@ def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 60
     return proc.returncode, err
 
 
+def rows(run_dir: Path) -> list[dict]:
+    """The rows of ``RUN/metrics.jsonl``."""
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def group_gone(pgid: int, timeout: float = 20) -> bool:
+    """Whether every process of group ``pgid`` (a run and its loader workers) has ended
+    within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def weights(run_dir: Path, tag: str = "last") -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -136,6 +155,8 @@ class _Engine:
     wait_for = staticmethod(wait_for)
     kill = staticmethod(kill)
     weights = staticmethod(weights)
+    rows = staticmethod(rows)
+    group_gone = staticmethod(group_gone)
     assert_same_weights = staticmethod(assert_same_weights)
     cli_env = staticmethod(cli_env)
 

@@ -4,9 +4,7 @@ the previous good checkpoint as ``last``, and resumes once space is back."""
 
 from __future__ import annotations
 
-import errno
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -14,37 +12,17 @@ from momentlens.engine.checkpoint import find_checkpoint, load_checkpoint
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmp_path, disks):
     """A 4 MiB tmpfs (the run needs about 2.5 MiB); needs root (mount)."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    return disks.mount(tmp_path / "disk", "4m")
 
 
-def _fill(folder: Path) -> Path:
-    """Write a file until the disk is full; returns it."""
-    filler = folder / "filler"
-    chunk = b"\0" * 65536
-    with open(filler, "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
-
-
-def test_full_disk_during_a_checkpoint_then_resume(synth_dir, small_disk, eng):
+def test_full_disk_during_a_checkpoint_then_resume(synth_dir, small_disk, disks, eng):
     run_dir = small_disk / "run"
     settings = {"width": 0.0625, "checkpoint_steps": 1}
     proc = eng.start_train(eng.train_args(synth_dir, run_dir, **settings))
     eng.wait_for(proc, lambda: eng.last_step(run_dir) >= 1, "step 1")
-    filler = _fill(small_disk)
+    filler = disks.fill(small_disk)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert "Traceback" not in err, err
@@ -64,29 +42,22 @@ def test_full_disk_during_a_checkpoint_then_resume(synth_dir, small_disk, eng):
 
 
 @pytest.fixture
-def board_disk(tmp_path):
+def board_disk(tmp_path, disks):
     """``RUN/tensorboard`` on a 64 KiB tmpfs of its own (needs root): TensorBoard's disk
     fills while the checkpoints' does not."""
-    where = tmp_path / "run" / "tensorboard"
-    where.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    return disks.mount(tmp_path / "run" / "tensorboard", "64k")
 
 
 @pytest.mark.parametrize("fails", ["full from the start", "read-only from epoch 2"])
 def test_a_tensorboard_disk_that_fails_turns_its_logs_off_not_the_run(synth_dir, board_disk,
-                                                                      fails, eng):
+                                                                      disks, fails, eng):
     # TensorBoard is a view of metrics.jsonl: a write that fails, in the writer's
     # constructor or on its background thread, is one warning and the run trains on.
     # (A disk filled mid-run would still take a few scalars in the event file's last
     # page; a file system gone read-only refuses the next write at once.)
     run_dir = board_disk.parent
     if fails.startswith("full"):
-        _fill(board_disk)
+        disks.fill(board_disk)
     settings = {"width": 0.0625, "epochs": 3, "checkpoint_steps": 1}
     proc = eng.start_train(eng.train_args(synth_dir, run_dir, **settings),
                            checkpoint_delay=0.3)

@@ -4,33 +4,16 @@ while the features are cached or between two epochs. Real processes, real signal
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 CACHED = {"finetune": "fc", "cache_features": True, "epochs": 3, "workers": 2,
           "width": 0.0625}
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _group_gone(pgid: int, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _slow_items(args: list[str], marker: Path, eng) -> subprocess.Popen:
@@ -49,7 +32,7 @@ def test_a_run_on_cached_features_trains_the_head_only(synth_dir, tmp_path, eng)
     done = eng.run_train(eng.train_args(synth_dir, run_dir, **CACHED,
                                         pretrained=pretrained))
     assert done.returncode == 0, done.stderr
-    rows = _rows(run_dir)
+    rows = eng.rows(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert all(0 <= r["val_top1"] <= 1 and r["cache_seconds"] > 0 for r in rows)
     # the trunk (BatchNorm statistics included) is the file's; only the head moved
@@ -68,12 +51,12 @@ def test_group_sigterm_while_caching_features_stops_cleanly(synth_dir, tmp_path,
     assert "Traceback" not in err and "killed by signal" not in err, err
     assert "stopped by SIGTERM while caching features" in err, err
     assert f"--resume {run_dir}" in err
-    assert _group_gone(proc.pid), "loader workers outlived the run"
+    assert eng.group_gone(proc.pid), "loader workers outlived the run"
     assert eng.last_step(run_dir) == -1  # nothing trained, nothing saved
 
     done = eng.run_train(["--resume", str(run_dir)])
     assert done.returncode == 0, done.stderr
-    assert [r["epoch"] for r in _rows(run_dir)] == [1, 2, 3]
+    assert [r["epoch"] for r in eng.rows(run_dir)] == [1, 2, 3]
 
 
 def test_sigterm_while_caching_for_overwrite_puts_the_previous_run_back(
@@ -89,10 +72,10 @@ def test_sigterm_while_caching_for_overwrite_puts_the_previous_run_back(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "is back in place" in err and "run the same command again" in err, err
-    assert _group_gone(proc.pid)
+    assert eng.group_gone(proc.pid)
     assert not (run_dir / ".replaced-run").exists()
     eng.assert_same_weights(eng.weights(run_dir), before)
-    assert [r["epoch"] for r in _rows(run_dir)] == [1]
+    assert [r["epoch"] for r in eng.rows(run_dir)] == [1]
 
 
 def test_group_sigterm_between_epochs_keeps_the_saved_epoch(synth_dir, tmp_path, eng):
@@ -108,9 +91,9 @@ def test_group_sigterm_between_epochs_keeps_the_saved_epoch(synth_dir, tmp_path,
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "stopped by SIGTERM after epoch 1" in err, err
-    assert _group_gone(proc.pid)
-    assert [r["epoch"] for r in _rows(run_dir)] == [1]
-    assert eng.last_step(run_dir) == _rows(run_dir)[0]["step"]
+    assert eng.group_gone(proc.pid)
+    assert [r["epoch"] for r in eng.rows(run_dir)] == [1]
+    assert eng.last_step(run_dir) == eng.rows(run_dir)[0]["step"]
 
 
 def test_a_diverging_head_stops_before_saving_a_bad_checkpoint(synth_dir, tmp_path, eng):
@@ -142,7 +125,7 @@ def test_under_torchrun_each_rank_caches_its_share(synth_dir, tmp_path, eng):
     for pid in marker.read_text().split():
         loads[pid] = loads.get(pid, 0) + 1
     assert sorted(loads.values()) == [9, 9], loads  # 6 + 3 each, not 18 each
-    rows, ref = _rows(run_dir), _rows(tmp_path / "single")
+    rows, ref = eng.rows(run_dir), eng.rows(tmp_path / "single")
     assert [r["val_top1"] for r in rows] == [r["val_top1"] for r in ref]
     for a, b in zip(rows, ref):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 * max(1.0, abs(b["train_loss"]))

@@ -6,27 +6,11 @@ the interrupted epoch's training metrics cover the whole epoch."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _group_gone(pgid: int, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_group_sigterm_with_workers_saves_and_resumes_bit_identical(synth_dir, tmp_path, eng):
@@ -44,7 +28,7 @@ def test_group_sigterm_with_workers_saves_and_resumes_bit_identical(synth_dir, t
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "killed by signal" not in err, err
     assert "stopped by SIGTERM" in err and f"--resume {run_dir}" in err
-    assert _group_gone(proc.pid), "loader workers outlived the run"
+    assert eng.group_gone(proc.pid), "loader workers outlived the run"
     stopped_at = eng.last_step(run_dir)
     assert 1 <= stopped_at < 6
 
@@ -55,7 +39,7 @@ def test_group_sigterm_with_workers_saves_and_resumes_bit_identical(synth_dir, t
 
     assert eng.last_step(run_dir) == eng.last_step(ref_dir) == 6
     eng.assert_same_weights(eng.weights(run_dir), eng.weights(ref_dir))
-    rows, ref_rows = _rows(run_dir), _rows(ref_dir)
+    rows, ref_rows = eng.rows(run_dir), eng.rows(ref_dir)
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train_loss", "train_top1", "val_top1"):  # whole epochs, resumed or not
         assert [r[key] for r in rows] == [r[key] for r in ref_rows], key
@@ -77,14 +61,14 @@ def test_kill_and_group_sigterm_with_persistent_workers_and_device_augment(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     killed_at = eng.last_step(run_dir)
-    assert _group_gone(proc.pid)
+    assert eng.group_gone(proc.pid)
 
     proc = eng.start_train(["--resume", str(run_dir)], new_session=True)
     eng.wait_for(proc, lambda: eng.last_step(run_dir) >= max(killed_at + 1, 4), "step 4")
     os.killpg(proc.pid, signal.SIGTERM)  # in the second epoch, the workers persisting
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert "Traceback" not in err and _group_gone(proc.pid), err
+    assert "Traceback" not in err and eng.group_gone(proc.pid), err
     assert eng.last_step(run_dir) < 6
 
     done = eng.run_train(["--resume", str(run_dir)])
@@ -94,7 +78,7 @@ def test_kill_and_group_sigterm_with_persistent_workers_and_device_augment(
     assert eng.last_step(run_dir) == eng.last_step(ref_dir) == 6
     eng.assert_same_weights(eng.weights(run_dir), eng.weights(ref_dir))
     for key in ("train_loss", "train_top1", "val_top1"):
-        assert [r[key] for r in _rows(run_dir)] == [r[key] for r in _rows(ref_dir)], key
+        assert [r[key] for r in eng.rows(run_dir)] == [r[key] for r in eng.rows(ref_dir)], key
 
 
 def test_sigterm_twice_does_not_abort_the_save(synth_dir, tmp_path, eng):
@@ -112,7 +96,7 @@ def test_sigterm_twice_does_not_abort_the_save(synth_dir, tmp_path, eng):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "stopped by SIGTERM" in err, err
-    assert _group_gone(proc.pid)
+    assert eng.group_gone(proc.pid)
     stopped_at = eng.last_step(run_dir)
     # the step under way when the signals came was saved: step 1 when the first one came
     # between step 1's checkpoint and the stop check after it (the second then lands in
@@ -170,7 +154,7 @@ def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp
     _, err = proc.communicate(timeout=120)
     assert err.count("stopped by SIGTERM") == 1, err  # rank 0 says it, once
     assert "KeyboardInterrupt" not in err, err
-    assert _group_gone(proc.pid)
+    assert eng.group_gone(proc.pid)
     assert 1 <= eng.last_step(run_dir) < 6
 
     done = subprocess.run(eng.torchrun_train(["--resume", str(run_dir)]), env=env,
@@ -180,7 +164,7 @@ def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp
     assert eng.last_step(run_dir) == eng.last_step(ref_dir) == 6
     eng.assert_same_weights(eng.weights(run_dir), eng.weights(ref_dir))
     for key in ("train_loss", "train_top1", "val_top1"):
-        assert [r[key] for r in _rows(run_dir)] == [r[key] for r in _rows(ref_dir)], key
+        assert [r[key] for r in eng.rows(run_dir)] == [r[key] for r in eng.rows(ref_dir)], key
 
 
 def test_sigterm_during_the_first_checkpoint_stops_cleanly_at_step_0(synth_dir, tmp_path, eng):
@@ -199,7 +183,7 @@ def test_sigterm_during_the_first_checkpoint_stops_cleanly_at_step_0(synth_dir, 
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "stopped by SIGTERM at step 0" in err, err
-    assert _group_gone(proc.pid)
+    assert eng.group_gone(proc.pid)
     assert eng.last_step(run_dir) == 0
     done = eng.run_train(["--resume", str(run_dir)])
     assert done.returncode == 0, done.stderr
