@@ -15,7 +15,7 @@ from momentlens.data.decode import open_video
 from momentlens.data.formats import find_videos
 from momentlens.data.layouts import LAYOUTS, available_splits, no_split_message, scan_split
 from momentlens.data.sampling import segment_indices
-from momentlens.data.seek import hidden_flags
+from momentlens.data.seek import shown_pts
 from momentlens.utils import MomentlensError, progress
 
 # Problem kinds a video can have, in report order.
@@ -37,7 +37,7 @@ def frame_rate_varies(path: str | os.PathLike[str], spread: float = 0.5) -> bool
     """Whether the gaps between a video's frame timestamps vary by more than ``spread``
     of the typical gap (variable frame rate). Demuxes only: nothing is decoded. Packets
     that are never shown (an edit list's, or those before the first keyframe of a file
-    cut at another packet: :func:`~momentlens.data.seek.hidden_flags`) do not count."""
+    cut at another packet: :func:`~momentlens.data.seek.shown_pts`) do not count."""
     import av
 
     try:
@@ -47,8 +47,7 @@ def frame_rate_varies(path: str | os.PathLike[str], spread: float = 0.5) -> bool
                        for p in container.demux(stream) if p.pts is not None and p.size]
     except Exception:  # not a container (a frame folder) or unreadable: no timestamps
         return False
-    hidden = hidden_flags([k for _, k, _ in packets], [d for _, _, d in packets])
-    pts = sorted(p for (p, _, _), h in zip(packets, hidden) if not h)
+    pts = sorted(shown_pts(packets))
     gaps = np.diff(np.unique(pts))
     if len(gaps) < 3:
         return False

@@ -15,8 +15,8 @@ video per process, and one JSON line ``{"index", "path", "reason", "epoch", "pid
 several worker processes). :meth:`failed_indices` reads that file, so the main
 process sees failures that happened inside workers; without a ``quarantine_path`` a
 private temporary file is used. A line that cannot be written (a full disk) is lost
-with one warning per process; the item is still served. Videos already listed in an existing quarantine file
-are not retried (they are served as zero clips at once) until
+with one warning per process; the item is still served. Videos already listed in an
+existing quarantine file are not retried (they are served as zero clips at once) until
 :meth:`~VideoDataset.recheck_quarantine` finds that they read again (``--resume``).
 """
 

@@ -89,6 +89,13 @@ def hidden_flags(keyframe: Sequence[bool], discard: Sequence[bool]) -> list[bool
     return [d or i < first for i, d in enumerate(discard)]
 
 
+def shown_pts(packets: Sequence[tuple[int, bool, bool]]) -> list[int]:
+    """The pts of the packets whose frames are shown, of ``(pts, keyframe, discard)``
+    packets in decode order (:func:`hidden_flags`)."""
+    hidden = hidden_flags([k for _, k, _ in packets], [d for _, _, d in packets])
+    return [p for (p, _, _), h in zip(packets, hidden) if not h]
+
+
 def shown_frames(stream: object) -> int | None:
     """The number of frames a decoder outputs, from the container's index (free: read
     at open), when that index hides some packets (module doc); ``None`` when it hides
@@ -133,8 +140,7 @@ def scan_stream(container: object, stream: object) -> FrameMap | None:
                             bool(getattr(packet, "is_discard", False))))
     except Exception:  # noqa: BLE001 - damaged files: fall back to plain decoding
         return None
-    hidden = hidden_flags([k for _, k, _ in packets], [d for _, _, d in packets])
-    pts = [p for (p, _, _), h in zip(packets, hidden) if not h]
+    pts = shown_pts(packets)
     keys = [p for p, k, _ in packets if k]  # hidden keyframes too (module doc)
     if not pts or len(set(pts)) != len(pts):
         return None

@@ -147,13 +147,14 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         """:meth:`dropped` items that no earlier epoch trained on either (so no loader
         has read them yet). Each epoch's permutation is drawn anew, so after the first
         epoch this is nearly always empty."""
-        left = set(self.dropped())
+        dropped = self.dropped()
+        left = set(dropped)
         trained = self.batches_per_epoch() * self.batch_size * self.info.world_size
         for epoch in range(self.epoch - 1, -1, -1):
             if not left:
                 break
             left -= set(self._order(epoch)[:trained])
-        return [i for i in self.dropped() if i in left]
+        return [i for i in dropped if i in left]
 
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import multiprocessing.util
+import multiprocessing.util  # noqa: F401 - imported before the atexit hook below
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,11 +109,18 @@ class _WorkersIter(_MultiProcessingDataLoaderIter):
     def _shutdown_workers(self) -> None:
         workers = list(getattr(self, "_workers", []))
         super()._shutdown_workers()
-        for worker in workers:
-            if worker.is_alive():
-                log.warning("loader worker %s did not stop; killing it", worker.pid)
-                worker.kill()
-                worker.join(timeout=10)
+        stuck = [w for w in workers if w.is_alive()]
+        for worker in stuck:
+            log.warning("loader worker %s did not stop; killing it", worker.pid)
+        _kill(stuck)
+
+
+def _kill(workers: list[Any]) -> None:
+    """SIGKILL ``workers`` (loader worker processes), then reap them."""
+    for worker in workers:
+        worker.kill()
+    for worker in workers:
+        worker.join(timeout=10)
 
 
 # Iterators whose workers may still run. An exception that escapes a loop over a loader
@@ -134,16 +141,12 @@ def _kill_workers_at_exit() -> None:
         # is killed by signal" in the middle of this hook.
         with contextlib.suppress(Exception):
             signal_handling._remove_worker_pids(id(it))
-        for worker in workers:
-            worker.kill()
-        for worker in workers:
-            worker.join(timeout=10)
+        _kill(workers)
 
 
 # atexit runs its hooks last-registered first: multiprocessing's (imported above, so
 # registered already) comes after this one.
 atexit.register(_kill_workers_at_exit)
-assert multiprocessing.util  # imported for the registration order above
 
 
 def activate(logits: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
