@@ -188,3 +188,33 @@ def test_evaluate_under_torchrun_shares_the_videos_and_writes_once(tmp_path, dat
         {k: v for k, v in one.items() if k != "cam"}
     assert (tmp_path / "two" / "predictions.csv").read_bytes() == \
         (tmp_path / "one" / "predictions.csv").read_bytes()
+
+
+def test_predict_under_torchrun_shares_the_videos_and_prints_once(tmp_path, data, models):
+    # Two processes over gloo, a loader worker each, 12 videos and an unreadable one, with
+    # --timeline: rank 0 alone prints, every result as one process gives it and in its
+    # order, and each readable video's timeline is written by the rank that scored it.
+    import os
+    import subprocess
+    import sys
+
+    from momentlens.engine.predict import collect_videos
+
+    folder = tmp_path / "vids"
+    shutil.copytree(data / "validation", folder)
+    (folder / "ring" / "broken.mp4").write_bytes(b"this is not a video")
+    one = predict(models["3d"], [folder], device="cpu", precision="fp32")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MOMENTLENS_QUIET="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "momentlens", "predict", str(models["3d"]), str(folder), "--json", "--workers",
+         "1", "--device", "cpu", "--precision", "fp32", "--timeline", "--out",
+         str(tmp_path / "timelines")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr  # the unreadable video, reported by rank 0
+    two = json.loads(done.stdout)  # one JSON document: the other rank printed nothing
+    assert [r["video"] for r in two] == [str(v) for v in collect_videos([folder])]
+    assert [{k: v for k, v in r.items() if k != "timeline"} for r in two] == one
+    readable = [r for r in two if "error" not in r]
+    assert len(readable) == 12 and all(r["timeline"]["windows"] >= 1 for r in readable)
+    assert sorted(p.name for p in (tmp_path / "timelines").iterdir()) == sorted(
+        f"{Path(r['video']).stem}.timeline.{ext}" for r in readable for ext in ("csv", "png"))

@@ -34,12 +34,18 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "frames spread over each video, each from the view centred on it")
     p.add_argument("--no-plots", action="store_true",
                    help="skip the PNG plots (metrics and tables are written as always)")
-    p.add_argument("--batch-size", type=int, default=8, help="videos per forward pass")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    _add_loader_flags(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_inference_flags(p)
     add_layout_args(p)
     p.set_defaults(func=command("evaluate", "run_evaluate"))
+
+
+def _add_loader_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=8, help="videos per forward pass")
+    p.add_argument("--workers", type=int, default=2,
+                   help="data loader processes (under torchrun: per process, at most its "
+                   "share of the cores)")
 
 
 def _add_inference_flags(p: argparse.ArgumentParser) -> None:
@@ -54,7 +60,8 @@ def _add_inference_flags(p: argparse.ArgumentParser) -> None:
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k classes of new videos",
                        description="Print the top-k classes with probabilities for each video "
-                       "(files, or folders searched recursively).")
+                       "(files, or folders searched recursively). Under torchrun the "
+                       "processes share the videos and rank 0 prints every result.")
     p.add_argument("model", help="run folder, model.safetensors or exported .onnx")
     p.add_argument("videos", nargs="+", help="video files or folders")
     p.add_argument("--topk", type=int, default=5, help="classes shown per video")
@@ -62,6 +69,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    help="clips per video, their scores averaged (default: 1, or up to 10 "
                    "spread evenly over a video longer than 4 clips; the output says which)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_loader_flags(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--timeline", action="store_true", help="also write OUT/<video>.timeline"
                    ".csv and .png: class probabilities of sliding windows over the whole video")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from momentlens.engine.predict import AfterEach
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -23,48 +27,44 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Top-k classes of each video; exit status 1 when a video could not be read. With
-    ``--timeline`` also the per-window class probabilities of each video (CSV + PNG)."""
+    ``--timeline`` also the per-window class probabilities of each video (CSV + PNG).
+    Under torchrun rank 0 prints every result; the other ranks print nothing."""
     import json
 
     from momentlens.engine import predict as P
     from momentlens.utils import MomentlensError
 
     try:
-        if not getattr(args, "timeline", False):
-            results = P.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
-                                device=args.device, precision=args.precision,
-                                backend=args.backend)
-        else:
-            results = _predict_with_timeline(args)
+        results = P.predict(args.model, args.videos, topk=args.topk, clips=args.clips,
+                            device=args.device, batch_size=args.batch_size,
+                            workers=args.workers, precision=args.precision,
+                            backend=args.backend,
+                            after_each=_timeline_writer(args) if args.timeline else None)
     except MomentlensError as exc:
         if not args.json:
             raise
         print(json.dumps({"error": " ".join(str(exc).split())}))  # the reason, one line
         return 2
+    if not results:  # another process under torchrun (a search that finds none is an error)
+        return 0
     print(P.format_predictions(results, as_json=args.json))
     return 1 if any("error" in r for r in results) else 0
 
 
-def _predict_with_timeline(args: argparse.Namespace) -> list[dict]:
-    """``predict`` plus ``OUT/<video stem>.timeline.csv`` and ``.png`` per readable video
-    (the model is loaded once); each result gets ``timeline: {csv, png, windows}``."""
+def _timeline_writer(args: argparse.Namespace) -> AfterEach:
+    """``OUT/<video stem>.timeline.csv`` and ``.png`` for each readable video; its result
+    gets ``timeline: {csv, png, windows}``."""
     import sys
     from pathlib import Path
 
-    from momentlens.engine import predict as P
-    from momentlens.engine.inference import load_for_inference
     from momentlens.engine.timeline import timeline, timeline_csv, timeline_png
     from momentlens.utils import write_bytes_atomic, write_text_atomic
 
-    model, meta, fast = load_for_inference(args.model, args.device, args.precision,
-                                           args.backend)
-    videos = P.collect_videos(args.videos)
-    results = P.predict_loaded(model, meta, fast, videos, topk=args.topk, clips=args.clips)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for video, result in zip(videos, results):
-        if "error" in result:
-            continue
+
+    def write(model: Any, meta: dict[str, Any], fast: Any, video: Path,
+              result: dict[str, Any]) -> None:
+        out.mkdir(parents=True, exist_ok=True)
         tl = timeline(model, meta, fast, video, args.window_s, args.stride_s)
         csv, png = out / f"{video.stem}.timeline.csv", out / f"{video.stem}.timeline.png"
         write_text_atomic(csv, timeline_csv(tl))
@@ -72,4 +72,5 @@ def _predict_with_timeline(args: argparse.Namespace) -> list[dict]:
                                              f"{tl.window_s:g} s window"))
         result["timeline"] = {"csv": str(csv), "png": str(png), "windows": len(tl.starts)}
         print(f"wrote {csv} and {png} ({len(tl.starts)} windows)", file=sys.stderr)
-    return results
+
+    return write

@@ -9,7 +9,6 @@ reports (top-1/top-5, per-class accuracy, most-confused pairs) is computed by
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +21,10 @@ from momentlens.data.dataset import VideoDataset
 from momentlens.data.layout import Split, load_split
 from momentlens.data.transforms import CropGeometry, resized_crop
 from momentlens.engine.distributed import DistInfo, all_gather_objects, union_over_ranks
-from momentlens.engine.distributed import setup as dist_setup
 from momentlens.engine.feed import loader_workers
 from momentlens.engine.inference import (
     Scores,
+    join_ranks,
     load_for_inference,
     score_dataset,
 )
@@ -135,25 +134,10 @@ def evaluate(
     """
     if clips < 1 or crops < 1:
         raise MomentlensError("--clips and --crops must be at least 1")
-    info = _join_ranks(device, model_path, backend)
-    # The group is left in place for the process's exit: destroying a gloo group here
-    # made a rank abort ("terminate called without an active exception", exit -6) in
-    # about 1 run of 6 of the 2-process test, failing a torchrun job after a good
-    # evaluation; without it, 0 of 14.
+    info = join_ranks(device, model_path, backend)  # left to the process's exit (its doc)
     return _evaluate(model_path, data, Path(out_dir), split, clips, crops, batch_size,
                      workers, device, cam, cam_frames, cam_videos_per_class, cam_sliding,
                      precision, backend, plots, layout, split_id, info)
-
-
-def _join_ranks(device: str, model_path: str | Path, backend: str) -> DistInfo:
-    """Join torchrun's process group, if launched by it and not joined already (NCCL on
-    CUDA, gloo for the CPU and ONNX Runtime)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return DistInfo()
-    onnx = backend == "onnxruntime" or (backend == "auto"
-                                        and str(model_path).lower().endswith(".onnx"))
-    cuda = not onnx and (device == "cuda" or (device == "auto" and torch.cuda.is_available()))
-    return dist_setup("cuda" if cuda else "cpu")
 
 
 def _evaluate(model_path: str | Path, data: str | Path, out: Path, split: str, clips: int,

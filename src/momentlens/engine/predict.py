@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,22 @@ import torch
 
 from momentlens.data.formats import VIDEO_SUFFIXES
 from momentlens.engine import coverage
+from momentlens.engine.distributed import DistInfo, all_gather_objects
 from momentlens.engine.evaluate import MultiViewDataset, views_dataset
+from momentlens.engine.feed import loader_workers
 from momentlens.engine.inference import (
     InferencePath,
     Normalizer,
     Scores,
     activate,
+    join_ranks,
     load_for_inference,
     score_dataset,
 )
 from momentlens.utils import MomentlensError
+
+# after_each(model, meta, inference path, video, its result): see predict
+AfterEach = Callable[[torch.nn.Module, dict[str, Any], InferencePath, Path, dict[str, Any]], None]
 
 
 def collect_videos(inputs: Sequence[str | Path]) -> list[Path]:
@@ -52,18 +58,48 @@ def collect_videos(inputs: Sequence[str | Path]) -> list[Path]:
 
 def predict(model_path: str | Path, inputs: Sequence[str | Path], topk: int = 5,
             clips: int | None = None, device: str = "auto", batch_size: int = 4,
-            workers: int = 0, precision: str = "auto", backend: str = "auto"
-            ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each video (unreadable ones get an ``error``);
-    ``precision`` / ``backend``: :func:`~momentlens.engine.inference.load_for_inference`."""
-    model, meta, fast = load_for_inference(model_path, device, precision, backend)
-    return predict_loaded(model, meta, fast, collect_videos(inputs), topk=topk, clips=clips,
-                          batch_size=batch_size, workers=workers)
+            workers: int = 0, precision: str = "auto", backend: str = "auto",
+            after_each: AfterEach | None = None) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each video (unreadable ones get an ``error``),
+    in the order :func:`collect_videos` finds them; ``precision`` / ``backend``:
+    :func:`~momentlens.engine.inference.load_for_inference`. ``after_each(model, meta,
+    fast, video, result)`` runs for each readable video and may add to its result.
+
+    Under ``torchrun`` the processes share the videos (each scores its part with its
+    share of the cores' loader workers, on its own GPU) and rank 0 returns every result;
+    the other ranks return ``[]``."""
+    info = join_ranks(device, model_path, backend)  # left to the process's exit (its doc)
+    model, meta, fast = load_for_inference(model_path, device, precision, backend,
+                                           local_rank=info.local_rank)
+    mine = collect_videos(inputs)[info.rank::info.world_size]
+    results = predict_loaded(model, meta, fast, mine, topk=topk, clips=clips,
+                             batch_size=batch_size, workers=loader_workers(workers, info),
+                             bar=info.is_main)
+    if after_each is not None:
+        for video, result in zip(mine, results):
+            if "error" not in result:
+                after_each(model, meta, fast, video, result)
+    return gather_shares(results, info)
+
+
+def gather_shares(results: list[dict[str, Any]], info: DistInfo) -> list[dict[str, Any]]:
+    """Rank 0: the results of every rank, where rank ``r`` had the items ``r, r + W, r +
+    2W, ...`` of ``W`` processes, back in item order; other ranks: ``[]``."""
+    if not info.enabled:
+        return list(results)
+    parts = all_gather_objects(list(results), info)
+    if not info.is_main:
+        return []
+    out: list[dict[str, Any]] = [{} for _ in range(sum(map(len, parts)))]
+    for rank, part in enumerate(parts):
+        out[rank::info.world_size] = part
+    return out
 
 
 def predict_loaded(model: torch.nn.Module, meta: dict[str, Any], fast: InferencePath,
                    videos: Sequence[Path], topk: int = 5, clips: int | None = None,
-                   batch_size: int = 4, workers: int = 0) -> list[dict[str, Any]]:
+                   batch_size: int = 4, workers: int = 0, bar: bool = True
+                   ) -> list[dict[str, Any]]:
     """:func:`predict` with a model already loaded (``momentlens.load`` shares it, so the
     API returns exactly what ``momentlens predict --json`` prints).
 
@@ -84,7 +120,7 @@ def predict_loaded(model: torch.nn.Module, meta: dict[str, Any], fast: Inference
         groups.setdefault(plans[i].clips, []).append(i)
     for n, members in groups.items():
         probs, errors = _score_group(model, meta, fast, [videos[i] for i in members], n,
-                                     batch_size, workers)
+                                     batch_size, workers, bar)
         for j, i in enumerate(members):
             if j in errors:
                 out[i]["error"] = errors[j]
@@ -100,8 +136,8 @@ def predict_loaded(model: torch.nn.Module, meta: dict[str, Any], fast: Inference
 
 
 def _score_group(model: torch.nn.Module, meta: dict[str, Any], fast: InferencePath,
-                 videos: Sequence[Path], clips: int, batch_size: int, workers: int
-                 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+                 videos: Sequence[Path], clips: int, batch_size: int, workers: int,
+                 bar: bool = True) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Video probabilities (by position) of videos scored with ``clips`` clips each, and
     the one-line reason of each that failed while decoding."""
     from momentlens.data.layout import VideoRecord
@@ -116,7 +152,8 @@ def _score_group(model: torch.nn.Module, meta: dict[str, Any], fast: InferencePa
                 scores = score_dataset(model, dataset, fast.device,
                                        fast.normalizer(model, model.input_spec),
                                        batch_size=batch_size, workers=workers, amp=fast.dtype,
-                                       desc="predict", sigmoid=bool(meta.get("multi_label")))
+                                       desc="predict", sigmoid=bool(meta.get("multi_label")),
+                                       bar=bar)
     reasons = {e.get("path"): e.get("reason", "") for e in dataset._read_quarantine()}
     errors = {i: coverage.reason(videos[i], Exception(reasons.get(str(records[i].path), "")
                                                        or "decoding failed"))
@@ -169,4 +206,4 @@ def format_predictions(results: list[dict[str, Any]], as_json: bool = False) -> 
     return "\n".join(lines)
 
 
-__all__ = ["predict", "predict_loaded", "collect_videos", "format_predictions", "MULTI_LABEL_NOTE"]
+__all__ = ["predict", "predict_loaded", "gather_shares", "collect_videos", "format_predictions", "MULTI_LABEL_NOTE"]
