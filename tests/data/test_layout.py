@@ -142,3 +142,20 @@ def test_frame_folders_resolve_from_csv(mit_root):
         (mit_root / name).unlink()
     paths = [r.path for r in load_split(mit_root, "training").records]
     assert folder in paths and len(paths) == 6
+
+
+def test_each_listed_video_is_looked_up_once(mit_root, monkeypatch):
+    # On a network file system every stat is a round trip: a split of 100,000 videos
+    # looked each one up twice (resolving frame folders, then checking the file).
+    import os
+
+    real, looked_up = os.stat, []
+
+    def counting(path, *args, **kwargs):
+        if os.fspath(path).endswith(".mp4"):
+            looked_up.append(os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting)
+    split = load_split(mit_root, "training")
+    assert sorted(looked_up) == sorted(str(r.path) for r in split.records)  # once each

@@ -47,7 +47,7 @@ from momentlens.data.layouts.common import (
     canonical_split,
     summarise,
 )
-from momentlens.data.layouts.frames import resolve_video
+from momentlens.data.layouts.frames import find_video, resolve_video
 from momentlens.data.layouts.mit import CATEGORIES_FILE, MIT_CSV, load_classes
 
 __all__ = ["CATEGORIES_FILE", "LAYOUTS", "MIT_CSV", "LayoutError", "Problem", "Split",
@@ -164,8 +164,9 @@ def _check_paths(parsed: Parsed, root: Path, problems: list[Problem]) -> list[Vi
     base = parsed.source if parsed.source.is_dir() else parsed.source.parent
     missing = []
     for rec in parsed.records:
-        rec.path = resolve_video(rec.path)
-        if rec.path.exists():
+        found = find_video(rec.path)
+        if found is not None:
+            rec.path = found
             continue
         missing.append(rec)
         line = rec.extra.get("line", 0)

@@ -13,17 +13,24 @@ from pathlib import Path
 from momentlens.data.formats import is_frame_folder
 
 
-def resolve_video(path: Path) -> Path:
+def find_video(path: Path) -> Path | None:
     """``path`` if it exists, else the JPEG frame folder ``path`` without its suffix if
-    that exists, else ``path`` unchanged (reported as missing by the caller)."""
+    that exists, else ``None``. One ``stat`` for a listed file that is there: a split of
+    100,000 videos on a network file system pays it per video."""
     if path.exists():
         return path
     folder = path.with_suffix("")
     if folder != path and is_frame_folder(folder):
         return folder
-    return path
+    return None
+
+
+def resolve_video(path: Path) -> Path:
+    """:func:`find_video`, or ``path`` unchanged when neither exists (reported as missing
+    by the caller)."""
+    return find_video(path) or path
 
 
 def exists_as_video(path: Path) -> bool:
     """Whether ``path`` exists as a file or as its frame folder."""
-    return resolve_video(path).exists()
+    return find_video(path) is not None
