@@ -156,3 +156,25 @@ def test_evaluate_cam_scores_with_and_without_sliding(tmp_path: Path, write_mode
         assert cam["sliding"] is sliding and cam["videos"] == 2
         assert 0.0 <= cam["pointing"] <= 1.0
     assert "CAM localisation: pointing game" in capsys.readouterr().out
+
+
+def test_cam_under_torchrun_maps_the_video_once(model_and_video: tuple[Path, Path],
+                                                tmp_path: Path) -> None:
+    # One video: rank 0 maps and reports it, the other rank leaves at once (before, both
+    # mapped it, printed it and raced to write the same files).
+    import os
+    import subprocess
+    import sys
+
+    model, video = model_and_video
+    assert main(["cam", str(model), str(video), "--out", str(tmp_path / "one"),
+                 "--device", "cpu"]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", MOMENTLENS_QUIET="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "momentlens", "cam", str(model), str(video), "--out", str(tmp_path / "two"),
+         "--device", "cpu"], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("top-5:") == 1 and done.stderr.count("mapping ") == 1
+    with np.load(tmp_path / "one" / "cam.npz") as a, np.load(tmp_path / "two" / "cam.npz") as b:
+        assert np.array_equal(a["heatmaps"], b["heatmaps"])

@@ -114,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
     """``momentlens cam MODEL VIDEO --out DIR``: load the run, map, print what was written."""
     from momentlens.engine.checkpoint import load_model
     from momentlens.engine.coverage import reason
+    from momentlens.engine.distributed import launch_rank
     from momentlens.engine.runtime import resolve_device
 
+    if launch_rank() != 0:  # under torchrun: one video, mapped by rank 0 alone
+        return 0
     if args.topk < 1:  # before the model loads
         raise MomentlensError(f"--topk must be at least 1, got {args.topk}")
     if not Path(args.video).exists():

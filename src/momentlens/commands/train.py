@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 FLAGS = ("data", "out", "model", "frames", "size", "epochs", "batch_size", "lr", "workers",
          "device", "pretrained", "finetune", "seed", "deterministic")
@@ -14,6 +13,7 @@ def run(args: argparse.Namespace) -> int:
     (130) or SIGTERM (143) stopped it after saving a checkpoint."""
     from momentlens.engine import config as C
     from momentlens.engine import train as T
+    from momentlens.engine.distributed import launch_rank
     from momentlens.engine.signals import exit_status
     from momentlens.utils import MomentlensError
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if result.get("stopped"):
         return exit_status(result["signal"])
     # Once per run, not once per process: under torchrun only rank 0 says it.
-    if "best_top1" in result and result["best_top1"] >= 0 and os.environ.get("RANK", "0") == "0":
+    if "best_top1" in result and result["best_top1"] >= 0 and launch_rank() == 0:
         print(f"best validation top-1 {100 * result['best_top1']:.1f}%; run folder "
               f"{result['run_dir']}")
     return 0

@@ -50,6 +50,12 @@ def setup(device_type: str) -> DistInfo:
     return DistInfo(rank, world, local_rank)
 
 
+def launch_rank() -> int:
+    """This process's rank as ``torchrun`` set it (0 outside torchrun), without joining
+    a group: for commands whose work one process does."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def cleanup() -> None:
     """Leave the process group, if one was joined."""
     if dist.is_available() and dist.is_initialized():
