@@ -13,6 +13,13 @@ independent processes, ``--parallel`` at a time with ``--threads`` torch threads
     python benchmarks/bench_finding.py --out /tmp/finding --seeds 101 102 103 \\
         --presets hard medium --parallel 6 --threads 2
 
+``--generator independent`` takes the datasets from ``benchmarks/independent_moments.py``
+instead (other classes, motions, backgrounds and drawing code, nothing of
+``momentlens.data``), one per seed:
+
+    python benchmarks/bench_finding.py --out /tmp/independent --generator independent \
+        --seeds 11 12 13 --parallel 2 --threads 1
+
 Extra variants (for tuning sweeps) are ``--variant NAME=KIND:key=value,key=value`` with
 KIND ``2d`` or ``3d`` (settings on top of that recipe; ``pretrain=0`` trains that
 variant from scratch). Writes ``OUT/finding.json`` (every run's figures) and
@@ -180,6 +187,9 @@ def main() -> int:
     p.add_argument("--set-all", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for every run (smoke tests, device)")
     p.add_argument("--per-class", type=int, nargs=2, default=[60, 20], metavar=("TRAIN", "VAL"))
+    p.add_argument("--generator", choices=("momentlens", "independent"), default="momentlens",
+                   help="independent: benchmarks/independent_moments.py, other classes drawn "
+                   "by other code (--presets is then ignored)")
     args = p.parse_args()
     from momentlens.data import synth
 
@@ -187,10 +197,17 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     datasets = {}
-    for preset in args.presets:
+    presets = ["independent"] if args.generator == "independent" else args.presets
+    for preset in presets:
         for seed in args.seeds:
             d = out / "data" / f"{preset}-{seed}"
-            if not synth.is_complete(d):
+            if args.generator == "independent":
+                if not (d / "synth_info.json").is_file():  # written last
+                    sys.path.insert(0, str(Path(__file__).parent))
+                    from independent_moments import generate
+
+                    generate(d, seed, *args.per_class)
+            elif not synth.is_complete(d):
                 synth.generate(d, seed=seed, preset=preset, overwrite=True,
                                train_per_class=args.per_class[0],
                                val_per_class=args.per_class[1])
@@ -217,7 +234,8 @@ def main() -> int:
     summary = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                           f"{os.cpu_count()} CPUs", "device": args.device,
                "threads_per_run": args.threads, "parallel": args.parallel,
-               "seeds": args.seeds, "presets": args.presets, "pretraining": pretrained,
+               "seeds": args.seeds, "presets": presets, "generator": args.generator,
+               "pretraining": pretrained,
                "seconds": round(time.perf_counter() - t0, 1), "results": results}
     from momentlens.utils import write_json_atomic, write_text_atomic
 
