@@ -72,7 +72,7 @@ def _before_exit() -> None:
     A worker thread that drops the last reference to a finished collective's tensors
     needs the GIL; once the interpreter is finalising, such a thread is ended inside a
     C++ destructor and the process aborts ("terminate called without an active
-    exception", exit -6: about 1 torchrun evaluation in 15, on the rank that returned
+    exception", exit -6: about 1 torchrun evaluation in 13, on the rank that returned
     right after its last collective; core dump: ``AsyncAllgatherWork`` destroyed in
     ``ProcessGroupGloo::runLoop``). Leaving the group does not always join those threads
     (a group that outlives ``destroy_process_group`` was seen once a model had been

@@ -185,9 +185,9 @@ def score_dataset(
     sampler = EpochSampler(len(dataset), batch_size, info, shuffle=False)
     loader = make_loader(dataset, batch_size, workers, sampler, device)
     idx_parts, label_parts, prob_parts = [], [], []
-    bar = progress(loader, total=len(loader), desc=desc, unit="batch",
-                   disable=None if info.is_main and bar else True)
-    for clips, labels, indices in bar:
+    batches = progress(loader, total=len(loader), desc=desc, unit="batch",
+                       disable=None if info.is_main and bar else True)
+    for clips, labels, indices in batches:
         views = clips.shape[1] if clips.ndim == 6 else 1
         flat = clips.reshape(-1, *clips.shape[-4:]).to(device, non_blocking=True)
         with autocast(device, amp):
