@@ -1,13 +1,18 @@
 """StopRequest's handlers after the run: a second SIGTERM during the teardown of a run
-that stopped on SIGTERM must not kill the process; and a SIGTERM to the process group
-while loader workers start must not kill a worker (real signals, in a child process)."""
+that stopped on SIGTERM must not kill the process; a SIGTERM to the process group
+while loader workers start must not kill a worker; and a command with nothing to save
+(`evaluate`) stops on a group SIGTERM with a line that says so, status 143, and its
+workers gone (real signals, in child processes)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
@@ -69,3 +74,80 @@ def test_a_sigterm_while_loader_workers_start_does_not_kill_them():
     assert done.returncode == 0, done.stderr
     assert "killed by signal" not in done.stderr
     assert done.stdout.split() == [str(4.0 * sum(range(8))), str(int(signal.SIGTERM))]
+
+
+# `momentlens evaluate` with loader workers whose items are slowed down, so the signal
+# surely lands while videos are being scored; the command line itself is the real one.
+SLOW_EVALUATE_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from momentlens.cli import main
+    from momentlens.engine.evaluate import MultiViewDataset
+
+    original = MultiViewDataset.__getitem__
+    def slow(self, index):
+        time.sleep(0.5)
+        return original(self, index)
+    MultiViewDataset.__getitem__ = slow
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_group_sigterm_stops_evaluate_with_its_workers_and_says_so(tmp_path,
+                                                                     write_model_file):
+    # What a cluster does to a job that runs an evaluation: SIGTERM to every process.
+    # Before, the command died of the signal without a word (status -15) and its loader
+    # workers, which ignore SIGTERM, stayed behind until they noticed.
+    from momentlens.data import synth
+
+    classes = ["ring", "square"]
+    data = tmp_path / "data"
+    synth.generate(data, train_per_class=1, val_per_class=6, size=48, num_frames=30,
+                   seed=5, workers=1, classes=classes)
+    model = write_model_file(tmp_path / "m", classes, 0, model="r3d10", frames=8, size=32,
+                             width=0.125, stride=2)
+    out = tmp_path / "eval"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_EVALUATE_SCRIPT, "evaluate", str(model), "--data",
+         str(data), "--out", str(out), "--workers", "2", "--batch-size", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2:  # both workers forked: videos are being read
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(0.7)
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "momentlens evaluate: stopped by SIGTERM" in stderr
+    assert "Traceback" not in stderr
+    assert not (out / "metrics.json").exists()  # an unfinished evaluation never looks done
+    # The workers went with the command: nothing of its process group is left.
+    deadline = time.monotonic() + 2
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out

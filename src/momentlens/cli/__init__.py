@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from momentlens._version import __version__
 from momentlens.cli import data, results, training
+from momentlens.engine.signals import Terminated, exit_status, raise_on_sigterm
 from momentlens.utils import MomentlensError
 
 # --------------------------------------------------------------------------- main
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    raise_on_sigterm()
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here for buffered output
@@ -87,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"momentlens {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as stop:
+        print(f"momentlens {args.command}: stopped by {stop}", file=sys.stderr)
+        return exit_status(stop.signum)
 
 
 def _closed_pipe() -> int:

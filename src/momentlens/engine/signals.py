@@ -24,11 +24,45 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from momentlens.engine.distributed import DistInfo
+if TYPE_CHECKING:  # this module is imported by the command line before torch
+    from momentlens.engine.distributed import DistInfo
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(BaseException):
+    """A SIGTERM reached a command that has nothing to save (``evaluate``, ``predict``,
+    ``cam``, ...): raised in its main thread, so that it unwinds as a Ctrl-C does (temporary
+    files removed, loader workers stopped) and exits 143 with a line that says why.
+    A ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` in this process (the command line's default).
+
+    Without it a SIGTERM (``scancel``, ``kill``, a SLURM time limit) ended an evaluation
+    in silence, and its loader workers, which ignore the signal, lingered until they
+    noticed the parent gone. Children forked afterwards (decoding pools) inherit the
+    handler; there it puts the default action back and re-sends the signal, so they end
+    exactly as before. A training run replaces it with :class:`StopRequest` while it has
+    a checkpoint to save."""
+    owner = os.getpid()
+
+    def handle(signum: int, _frame: Any) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        signal.signal(signum, signal.SIG_IGN)  # the second SIGTERM of a SLURM job: ignored
+        raise Terminated(signum)
+
+    signal.signal(signal.SIGTERM, handle)
 
 
 def exit_status(signum: int) -> int:
@@ -122,9 +156,9 @@ class StopRequest:
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
-            if sig == signal.SIGTERM == self.signal and old is signal.SIG_DFL:
+            if sig == signal.SIGTERM == self.signal:
                 # Stopped by SIGTERM: the process is on its way out (the command exits
-                # 143). A second SIGTERM (SLURM, torchrun's agent) must not turn that
-                # clean exit into death by the signal while it tears down.
+                # 143). A second SIGTERM (SLURM, torchrun's agent) must neither kill it
+                # nor raise Terminated while it tears down.
                 old = signal.SIG_IGN
             signal.signal(sig, old)
