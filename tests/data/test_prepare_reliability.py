@@ -234,3 +234,17 @@ def test_a_rerun_with_other_settings_or_source_stops_and_keeps_the_copy(tmp_path
     (out / REPORT_FILE).unlink()
     with pytest.raises(MomentlensError, match="gop 8.*gop 4"):
         prepare_dataset(src, out, short_side=24, gop=4)
+
+
+def test_a_copy_inside_or_around_the_dataset_is_refused(tmp_path, vids, capsys):
+    # `prepare DATA DATA/fast` used to work, and the copy then sat in the dataset: a folder
+    # layout (UCF101, HMDB51) read it as one more class, and the next prepare as input.
+    src = vids.write_mit(tmp_path / "mit", classes=("a", "b"), per_class=1, n=8,
+                         splits=("training",))
+    for out in (src / "fast", src / "training" / "fast", tmp_path):
+        assert main(["prepare", str(src), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "inside" in err and "the copy and the dataset would mix" in err, err
+    assert not (src / "fast").exists() and not (src / "training" / "fast").exists()
+    assert not (tmp_path / "training").exists()
+    assert prepare_dataset(src, tmp_path / "elsewhere", short_side=24)["done"] == 2

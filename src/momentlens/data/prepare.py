@@ -77,7 +77,7 @@ class _Job:
 
 def _scan(src: Path, out: Path) -> tuple[list[str], list[str]]:
     """(video paths, metadata paths) relative to ``src``, sorted; frame folders count
-    as videos; dot-files and ``out`` (if inside ``src``) are skipped."""
+    as videos; dot-files and ``out`` are skipped."""
     videos, meta = [], []
     for dirpath, dirnames, filenames in os.walk(src):
         here = Path(dirpath)
@@ -204,6 +204,13 @@ def prepare_dataset(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
         raise MomentlensError(f"{src}: dataset folder not found")
     if out == src:
         raise MomentlensError("OUT_DIR must differ from DATA_DIR")
+    if out.is_relative_to(src) or src.is_relative_to(out):
+        # Inside the source, the copy would be read as part of it (a class folder of a
+        # folder layout, the next prepare's input); around it, the source as part of
+        # the copy.
+        inner, outer = (out, src) if out.is_relative_to(src) else (src, out)
+        raise MomentlensError(f"{inner} is inside {outer}: the copy and the dataset would "
+                              "mix; choose an OUT_DIR outside DATA_DIR and not around it")
     if short_side < 16:
         raise MomentlensError(f"--short-side must be at least 16, got {short_side}")
     t0 = time.perf_counter()
