@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from momentlens.data.layout import load_split
-from momentlens.engine.distributed import DistInfo, EpochSampler
+from momentlens.engine.distributed import DistInfo, EpochSampler, launch_rank, launched
+from momentlens.utils import MomentlensError
 from momentlens.models.registry import create_model
 
 
@@ -270,3 +271,28 @@ def test_an_epoch_resumed_on_more_processes_pools_its_metrics(synth_dir, tmp_pat
     ref = json.loads((tmp_path / "single" / "metrics.jsonl").read_text())
     assert abs(row["train_loss"] - ref["train_loss"]) < 1e-5, (row, ref)
     assert row["train_top1"] == ref["train_top1"]
+
+
+@pytest.mark.parametrize("env, expect", [
+    ({}, DistInfo()),
+    ({"WORLD_SIZE": "1", "RANK": "0"}, DistInfo()),
+    ({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}, DistInfo(3, 4, 1)),
+    ({"WORLD_SIZE": "2", "RANK": "1"}, DistInfo(1, 2, 0)),
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK is not"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 is outside WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "two", "RANK": "0"}, "WORLD_SIZE='two' is not a whole number"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": ""}, "LOCAL_RANK='' is not"),
+])
+def test_the_torchrun_environment_is_read_in_one_place(monkeypatch, env, expect):
+    # One reader for train, evaluate, predict and cam; a half-set environment is named
+    # (it used to be a KeyError: 'RANK' from the training entry point).
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if isinstance(expect, str):
+        with pytest.raises(MomentlensError, match=expect):
+            launched()
+    else:
+        assert launched() == expect
+        assert launch_rank() == expect.rank

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from momentlens.utils import MomentlensError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -37,26 +39,48 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup(device_type: str) -> DistInfo:
-    """Join the process group if launched by torchrun; a no-op otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def launched() -> DistInfo:
+    """This process's place as ``torchrun`` set it (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``), without joining a group; one process outside torchrun. The one
+    reader of those variables: a malformed or half-set environment (``WORLD_SIZE`` set by
+    hand without ``RANK``) is named here rather than failing with a ``KeyError``."""
+    env = os.environ
+
+    def number(key: str, default: str | None) -> int:
+        text = env.get(key, default)
+        if text is None:
+            raise MomentlensError(f"WORLD_SIZE={env.get('WORLD_SIZE')} is set but {key} is "
+                                  "not; start the processes with torchrun")
+        try:
+            return int(text)
+        except ValueError:
+            raise MomentlensError(f"{key}={text!r} is not a whole number") from None
+
+    world = number("WORLD_SIZE", "1")
     if world <= 1:
         return DistInfo()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    rank, local_rank = number("RANK", None), number("LOCAL_RANK", "0")
+    if not 0 <= rank < world:
+        raise MomentlensError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return DistInfo(rank, world, local_rank)
+
+
+def setup(device_type: str) -> DistInfo:
+    """Join the process group if launched by torchrun; a no-op otherwise."""
+    info = launched()
+    if info.enabled and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
         atexit.register(_before_exit)
-    return DistInfo(rank, world, local_rank)
+    return info
 
 
 def launch_rank() -> int:
     """This process's rank as ``torchrun`` set it (0 outside torchrun), without joining
     a group: for commands whose work one process does."""
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    return launched().rank
 
 
 def cleanup() -> None:

@@ -6,7 +6,6 @@ import atexit
 import contextlib
 import logging
 import multiprocessing.util  # noqa: F401 - imported before the atexit hook below
-import os
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
-from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects
+from momentlens.engine.distributed import DistInfo, EpochSampler, all_gather_objects, launched
 from momentlens.engine.distributed import setup as dist_setup
 from momentlens.engine.runtime import autocast
 from momentlens.engine.signals import ignore_stop_signals, stop_signals_blocked
@@ -314,7 +313,7 @@ def join_ranks(device: str, model_path: Any, backend: str = "auto") -> DistInfo:
     CUDA, gloo for the CPU and ONNX Runtime); one process: ``DistInfo()``. The group is
     left at the process's exit (:func:`momentlens.engine.distributed.setup` registers how),
     so every rank may return as soon as its part is done."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not launched().enabled:
         return DistInfo()
     onnx = backend == "onnxruntime" or (backend == "auto"
                                         and str(model_path).lower().endswith(".onnx"))
