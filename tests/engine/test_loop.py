@@ -4,6 +4,7 @@ the device-side meters and their NaN check, and the prefetcher's CPU path."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -55,9 +56,18 @@ def test_cached_normalisation_is_bit_identical_to_normalize(preset):
     assert torch.equal(x.float() * a - b, normalize(x, preset))
 
 
-def test_device_input_matches_the_normalizer(synth_dir, eng):
+@pytest.mark.parametrize("preset", list(NORM_PRESETS))
+def test_device_input_matches_the_normalizer(synth_dir, eng, preset):
+    # Every preset: the *_255 ones scale by 1 and take the path without the multiply.
     cfg = load_config(None, {**eng.TINY, "data": str(synth_dir)})
     spec = Fa.input_spec(cfg, Fa.build_model(cfg, 3))
+    spec = dataclasses.replace(spec, norm=preset,
+                               mean=(120.5, 99.25, 87.0) if preset == "dataset" else None,
+                               std=None)
+    prepare = DeviceInput(spec, torch.device("cpu"))
+    preset_spec = NORM_PRESETS[preset]
+    assert prepare.unit_scale == (preset_spec.value_scale == 255
+                                  and all(s == 1 for s in preset_spec.std))
     x = torch.randint(0, 256, (2, 3, 4, 32, 32), dtype=torch.uint8)
     for channels_last in (False, True):
         got, y = DeviceInput(spec, torch.device("cpu"), channels_last)(x, torch.tensor([1, 2]),

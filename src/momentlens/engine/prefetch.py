@@ -16,7 +16,8 @@ On the CPU the normalisation is the main process's own work, taken from the core
 loader workers decode on, so it is kept small: the float batch is written into a buffer
 kept from an earlier step (a fresh 19 MB tensor per batch of 8 r3d clips costs thousands
 of page faults, as much again as the arithmetic) by a cast, then a multiply and a
-subtract in place, the same two roundings as :func:`~momentlens.data.normalize.normalize`.
+subtract in place (no multiply where the scale is 1), the same two roundings as
+:func:`~momentlens.data.normalize.normalize`.
 A buffer is reused only when nothing else holds it (no Python name, view or autograd
 graph), so a caller that keeps its batches gets fresh tensors.
 """
@@ -58,6 +59,10 @@ class DeviceInput:
                  augment: DeviceAugment | None = None, epoch: int = 0) -> None:
         a, b = normalize_affine(spec.norm, spec.mean, spec.std)
         self.scale, self.shift = a.to(device), b.to(device)
+        # The *_255 presets (3D-ResNets' Kinetics means, no std) scale by exactly 1.0:
+        # on the CPU that multiply is a whole pass over the batch for nothing (x * 1.0
+        # is x, so leaving it out changes no bit).
+        self.unit_scale = bool((a == 1).all())
         self.device, self.channels_last = device, channels_last
         self.augment, self.epoch = augment, epoch
         self._buffers = _BufferPool()
@@ -76,8 +81,10 @@ class DeviceInput:
         if self.device.type == "cpu":
             # normalize's x.float() * a - b, each step rounded as there (bit-identical;
             # tested), into a kept buffer already in the model's layout (module doc).
-            out = self._buffers.take(x.shape, layout)
-            x = out.copy_(x).mul_(self.scale).sub_(self.shift)
+            out = self._buffers.take(x.shape, layout).copy_(x)
+            if not self.unit_scale:
+                out.mul_(self.scale)
+            x = out.sub_(self.shift)
         else:
             # uint8 * float32 promotes exactly, then the shift in place (bit-identical).
             x = torch.mul(x, self.scale).sub_(self.shift)
