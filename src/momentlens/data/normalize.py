@@ -81,6 +81,8 @@ def normalize(x: torch.Tensor, preset: str = "imagenet", mean: Sequence[float] |
     if x.ndim not in (4, 5) or x.shape[1] != 3:
         raise ValueError(f"expected (B, 3, T, H, W) or (B, 3, H, W), got {tuple(x.shape)}")
     a, b = _affine_on(preset, _key(mean), _key(std), x.ndim, x.device)
+    if a is None:  # a scale of exactly 1 (the *_255 presets): x * 1.0 is x, bit for bit
+        return x.to(torch.float32) - b
     return x.to(torch.float32) * a - b
 
 
@@ -90,11 +92,12 @@ def _key(values: Sequence[float] | None) -> tuple[float, ...] | None:
 
 @functools.lru_cache(maxsize=64)
 def _affine_on(preset: str, mean: tuple[float, ...] | None, std: tuple[float, ...] | None,
-               ndim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+               ndim: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
     # Made and copied to the device once per (preset, mean, std, layout, device), not
     # per batch: on CUDA each copy of a small host tensor is a synchronous transfer.
+    # ``a`` is None where every channel's scale is exactly 1 (no multiply needed).
     import torch
 
     with torch.inference_mode(False):  # usable both inside and outside inference_mode
         a, b = normalize_affine(preset, mean, std, ndim)
-        return a.to(device), b.to(device)
+        return (None if bool((a == 1).all()) else a.to(device)), b.to(device)
