@@ -17,8 +17,8 @@ import torch
 
 from momentlens.data.layout import load_split
 from momentlens.engine.distributed import DistInfo, EpochSampler, launch_rank, launched
-from momentlens.utils import MomentlensError
 from momentlens.models.registry import create_model
+from momentlens.utils import MomentlensError
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
