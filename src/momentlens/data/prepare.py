@@ -200,17 +200,7 @@ def prepare_dataset(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     src, out = Path(src_dir).resolve(), Path(out_dir).resolve()
     if mode not in ("video", "frames"):
         raise MomentlensError(f"--mode {mode!r}; choose video or frames")
-    if not src.is_dir():
-        raise MomentlensError(f"{src}: dataset folder not found")
-    if out == src:
-        raise MomentlensError("OUT_DIR must differ from DATA_DIR")
-    if out.is_relative_to(src) or src.is_relative_to(out):
-        # Inside the source, the copy would be read as part of it (a class folder of a
-        # folder layout, the next prepare's input); around it, the source as part of
-        # the copy.
-        inner, outer = (out, src) if out.is_relative_to(src) else (src, out)
-        raise MomentlensError(f"{inner} is inside {outer}: the copy and the dataset would "
-                              "mix; choose an OUT_DIR outside DATA_DIR and not around it")
+    _check_folders(src, out)
     if short_side < 16:
         raise MomentlensError(f"--short-side must be at least 16, got {short_side}")
     t0 = time.perf_counter()
@@ -249,6 +239,21 @@ def prepare_dataset(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     with _writing(out / REPORT_FILE):
         write_json_atomic(out / REPORT_FILE, summary)
     return summary
+
+
+def _check_folders(src: Path, out: Path) -> None:
+    """The source exists, and the copy is neither it, nor inside it, nor around it."""
+    if not src.is_dir():
+        raise MomentlensError(f"{src}: dataset folder not found")
+    if out == src:
+        raise MomentlensError("OUT_DIR must differ from DATA_DIR")
+    if out.is_relative_to(src) or src.is_relative_to(out):
+        # Inside the source, the copy would be read as part of it (a class folder of a
+        # folder layout, the next prepare's input); around it, the source as part of
+        # the copy.
+        inner, outer = (out, src) if out.is_relative_to(src) else (src, out)
+        raise MomentlensError(f"{inner} is inside {outer}: the copy and the dataset would "
+                              "mix; choose an OUT_DIR outside DATA_DIR and not around it")
 
 
 def _settings(src: Path, mode: str, short_side: int, gop: int, crf: int, quality: int
