@@ -97,6 +97,12 @@ def test_cam_command_class_option_and_errors(model_and_video: tuple[Path, Path],
     assert main(["cam", str(model), str(tmp_path / "none.mp4"), "--out", str(out),
                  "--device", "cpu"]) == 2
     assert "none.mp4" in capsys.readouterr().err
+    # A folder of videos (it used to fail as a frame folder without image_00001.jpg).
+    assert main(["cam", str(model), str(video.parent), "--out", str(tmp_path / "o2"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder of 1 video(s); cam maps one video" in err and video.name in err
+    assert not (tmp_path / "o2").exists()
 
 
 def test_gallery_html(model_and_video: tuple[Path, Path]) -> None:

@@ -110,6 +110,23 @@ def map_video(model: nn.Module, meta: dict[str, Any], video: str | os.PathLike[s
             "sliding": main.sliding}
 
 
+def _check_one_video(path: Path) -> None:
+    """``path`` exists and is one video: a file or a frame folder, not a folder of videos
+    (which used to fail as a frame folder without ``image_00001.jpg``)."""
+    from momentlens.data.formats import find_videos, is_frame_folder
+
+    if not path.exists():
+        raise MomentlensError(f"{path}: no such file")
+    if path.is_dir() and not is_frame_folder(path):
+        found = find_videos(path)
+        if found:
+            raise MomentlensError(
+                f"{path} is a folder of {len(found)} video(s); cam maps one video: pass one "
+                f"(e.g. {found[0]}), or score a dataset's maps with evaluate --cam")
+        raise MomentlensError(f"{path}: a folder with neither videos nor JPEG frames "
+                              "(image_00001.jpg, ...)")
+
+
 def run(args: argparse.Namespace) -> int:
     """``momentlens cam MODEL VIDEO --out DIR``: load the run, map, print what was written."""
     from momentlens.engine.checkpoint import load_model
@@ -121,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.topk < 1:  # before the model loads
         raise MomentlensError(f"--topk must be at least 1, got {args.topk}")
-    if not Path(args.video).exists():
-        raise MomentlensError(f"{args.video}: no such file")
+    _check_one_video(Path(args.video))
     model, meta = load_model(args.model, resolve_device(args.device))
     print(f"momentlens cam: mapping {args.video} ...", file=sys.stderr)
     try:
