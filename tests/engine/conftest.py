@@ -128,6 +128,23 @@ def group_gone(pgid: int, timeout: float = 20) -> bool:
     return False
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop(0))
+        todo += children.get(tree[-1], [])
+    return tree
+
+
 def weights(run_dir: Path, tag: str = "last") -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -157,6 +174,7 @@ class _Engine:
     weights = staticmethod(weights)
     rows = staticmethod(rows)
     group_gone = staticmethod(group_gone)
+    process_tree = staticmethod(process_tree)
     assert_same_weights = staticmethod(assert_same_weights)
     cli_env = staticmethod(cli_env)
 

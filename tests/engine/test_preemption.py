@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 
 def test_group_sigterm_with_workers_saves_and_resumes_bit_identical(synth_dir, tmp_path, eng):
@@ -108,23 +107,6 @@ def test_sigterm_twice_does_not_abort_the_save(synth_dir, tmp_path, eng):
     assert eng.last_step(run_dir) == 6
 
 
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc), parents first."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(todo.pop(0))
-        todo += children.get(tree[-1], [])
-    return tree
-
-
 def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp_path, eng):
     # scancel signals every process of the job: torchrun's agent, both ranks and their
     # loader workers, each on its own (the ranks are in sessions of their own), and the
@@ -144,7 +126,7 @@ def test_slurm_style_sigterm_under_torchrun_resumes_bit_identical(synth_dir, tmp
     assert reference.returncode == 0, ref_err
     proc = start(eng.train_args(synth_dir, run_dir, **settings) + ["--deterministic"])
     eng.wait_for(proc, lambda: eng.last_step(run_dir) >= 1, "step 1", timeout=120)
-    tree = _process_tree(proc.pid)
+    tree = eng.process_tree(proc.pid)
     assert len(tree) >= 3, tree  # the agent and two ranks at least
     for pid in tree:
         try:

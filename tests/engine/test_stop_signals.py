@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
@@ -92,15 +91,7 @@ SLOW_EVALUATE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def test_a_group_sigterm_stops_evaluate_with_its_workers_and_says_so(tmp_path,
+def test_a_group_sigterm_stops_evaluate_with_its_workers_and_says_so(tmp_path, eng,
                                                                      write_model_file):
     # What a cluster does to a job that runs an evaluation: SIGTERM to every process.
     # Before, the command died of the signal without a word (status -15) and its loader
@@ -119,10 +110,8 @@ def test_a_group_sigterm_stops_evaluate_with_its_workers_and_says_so(tmp_path,
          str(data), "--out", str(out), "--workers", "2", "--batch-size", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2:  # both workers forked: videos are being read
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
+        # both workers forked: videos are being read
+        eng.wait_for(proc, lambda: len(eng.process_tree(proc.pid)) >= 3, "loader workers")
         time.sleep(0.7)
         os.killpg(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
@@ -135,19 +124,4 @@ def test_a_group_sigterm_stops_evaluate_with_its_workers_and_says_so(tmp_path,
     assert "Traceback" not in stderr
     assert not (out / "metrics.json").exists()  # an unfinished evaluation never looks done
     # The workers went with the command: nothing of its process group is left.
-    deadline = time.monotonic() + 2
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _group_alive(proc.pid)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
+    assert eng.group_gone(proc.pid, timeout=2)
