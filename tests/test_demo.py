@@ -91,10 +91,11 @@ sys.exit(cli.main(["demo", "--out", sys.argv[1], "--device", "cpu"]))
 """
 
 
-def test_a_stopped_training_stops_the_demo_and_is_not_marked_finished(tmp_path):
+def test_a_stopped_training_stops_the_demo_and_the_next_demo_resumes_it(tmp_path):
     # Ctrl-C or SIGTERM (to the whole process group, loader workers included) during a
     # training stage: the demo ends with 128 + the signal and does not go on to the next
-    # stage nor mark the stopped run finished, so the next demo trains it again.
+    # stage nor mark the stopped run finished. The next demo with the same settings goes
+    # on from the stopped run's last checkpoint (it used to train it again from scratch).
     import os
     import signal
     import subprocess
@@ -116,3 +117,27 @@ def test_a_stopped_training_stops_the_demo_and_is_not_marked_finished(tmp_path):
     assert "Traceback" not in err
     assert not (out / "runs" / "2d" / "DONE.json").exists()
     assert not (out / "runs" / "3d").exists() and not (out / "summary.json").exists()
+
+    run_dir = out / "runs" / "2d"
+    (run_dir / "kept.marker").write_text("a restart would remove the folder\n")
+    metrics = run_dir / "metrics.jsonl"
+
+    def epochs() -> list[int]:
+        text = metrics.read_text() if metrics.is_file() else ""
+        return [json.loads(line)["epoch"] for line in text.splitlines() if line.strip()]
+
+    before = epochs()
+    proc = subprocess.Popen([sys.executable, "-c", STOP_SCRIPT, str(out)],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(epochs()) < len(before) + 2 and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "resuming the stopped run" in err, err
+    assert (run_dir / "kept.marker").is_file()
+    after = epochs()
+    assert after[:len(before)] == before and len(after) >= len(before) + 2
+    assert after == list(range(after[0], after[0] + len(after)))  # no epoch twice

@@ -33,7 +33,8 @@ from momentlens.utils import MomentlensError, write_json_atomic
 
 class DemoStopped(Exception):
     """A training stage was stopped by SIGINT / SIGTERM (its checkpoint saved, the run not
-    marked finished, so the next ``momentlens demo`` trains that stage again)."""
+    marked finished, so the next ``momentlens demo`` with the same settings resumes that
+    stage from its last checkpoint)."""
 
     def __init__(self, signum: int, stage: str) -> None:
         super().__init__(f"the {stage} training was stopped by "
@@ -149,6 +150,7 @@ def _train(key: str, data: Path, out: Path, plan: DemoPlan, device: str, seed: i
            overrides: dict[str, Any]) -> Path:
     from momentlens.data import synth
     from momentlens.engine import train as T
+    from momentlens.engine.checkpoint import find_checkpoint
     from momentlens.engine.config import load_config
 
     run_dir = out / "runs" / key
@@ -158,16 +160,41 @@ def _train(key: str, data: Path, out: Path, plan: DemoPlan, device: str, seed: i
     done = run_dir / "DONE.json"
     # A finished run is reused only for the same settings on the same generated data.
     stamp = {"config": cfg.to_dict(), "data": synth.load_info(data)}
-    if done.is_file() and {k: json.loads(done.read_text()).get(k) for k in stamp} == stamp:
+    if _stamped(done, stamp):
         print(f"   reusing the finished run {run_dir}", file=sys.stderr)
         return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    result = T.run(cfg)
+    # What a run was started with, beside it: a run stopped by Ctrl-C or SIGTERM goes on
+    # from its last checkpoint when the next demo asks for the same run.
+    started = run_dir.parent / f".{key}.started.json"
+    result = None
+    if _stamped(started, stamp) and find_checkpoint(run_dir) is not None:
+        print(f"   resuming the stopped run {run_dir} from its last checkpoint",
+              file=sys.stderr)
+        try:
+            result = T.run(cfg, resume=True)
+        except MomentlensError as exc:
+            print(f"   cannot resume it ({exc}); training it again", file=sys.stderr)
+    if result is None:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        write_json_atomic(started, stamp)
+        result = T.run(cfg)
     if result.get("stopped"):  # Ctrl-C or SIGTERM: saved, not finished; the demo ends
         raise DemoStopped(result["signal"], key)
     write_json_atomic(done, {**stamp, "result": result})
+    started.unlink(missing_ok=True)
     return run_dir
+
+
+def _stamped(path: Path, stamp: dict[str, Any]) -> bool:
+    """Whether the JSON file ``path`` records ``stamp`` (its keys, equal values)."""
+    if not path.is_file():
+        return False
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(recorded, dict) and {k: recorded.get(k) for k in stamp} == stamp
 
 
 def group_metrics(eval_dir: Path, appearance: list[str], pairs: list[list[str]]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ def run(args: argparse.Namespace) -> int:
         demo.run(args.out, device=args.device, quick=args.quick, seed=args.seed)
     except demo.DemoStopped as stop:
         print(f"demo stopped: {stop}; run it again to go on (the dataset, the pretraining "
-              "and finished trainings are reused)", file=sys.stderr)
+              "and finished trainings are reused, the stopped one resumes from its last "
+              "checkpoint)", file=sys.stderr)
         return exit_status(stop.signal)
     return 0
