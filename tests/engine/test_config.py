@@ -209,8 +209,11 @@ def test_resume_takes_the_run_settings_then_flags_then_set(tmp_path):
     assert (resumed.model, resumed.epochs, resumed.lr, resumed.batch_size) == (
         "r2d18", 5, cfg.lr, 2)
     assert resumed.out == str(tmp_path)
+    with pytest.raises(MomentlensError, match="nothing: no such run folder"):
+        config_of_run(tmp_path / "nothing")  # a typo in the path: said as such
+    (tmp_path / "data").mkdir()
     with pytest.raises(MomentlensError, match="not a momentlens run folder"):
-        config_of_run(tmp_path / "nothing")
+        config_of_run(tmp_path / "data")
 
 
 def test_flip_probability_reaches_the_training_dataset(tmp_path):

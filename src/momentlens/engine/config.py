@@ -316,6 +316,8 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainCon
 def config_of_run(run_dir: str | os.PathLike[str]) -> TrainConfig:
     """The resolved settings a run folder was started with (``RUN_DIR/config.yaml``)."""
     path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise MomentlensError(f"{run_dir}: no such run folder")
     if not path.is_file():
         raise MomentlensError(f"{path} not found: not a momentlens run folder")
     return config_from_dict(yaml.safe_load(path.read_text()), str(path))
