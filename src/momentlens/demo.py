@@ -137,11 +137,9 @@ def pretrain_trunk(key: str, out: Path, plan: DemoPlan, seed: int, overrides: di
                 "size": plan.pretrain_size, "steps": plan.pretrain_steps, "seed": seed}
     path = out / f"pretrain_{key}.safetensors"
     record = path.parent / (path.name + ".json")
-    if path.is_file() and record.is_file():
-        done = json.loads(record.read_text())
-        if {k: done.get(k) for k in settings} == settings:
-            print(f"   reusing {path}", file=sys.stderr)
-            return path
+    if path.is_file() and _stamped(record, settings):
+        print(f"   reusing {path}", file=sys.stderr)
+        return path
     pretrain_2d(path, **settings)
     return path
 
