@@ -198,15 +198,15 @@ def main() -> int:
     t0 = time.perf_counter()
     datasets = {}
     presets = ["independent"] if args.generator == "independent" else args.presets
+    if args.generator == "independent":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from independent_moments import generate as generate_independent
     for preset in presets:
         for seed in args.seeds:
             d = out / "data" / f"{preset}-{seed}"
             if args.generator == "independent":
                 if not (d / "synth_info.json").is_file():  # written last
-                    sys.path.insert(0, str(Path(__file__).parent))
-                    from independent_moments import generate
-
-                    generate(d, seed, *args.per_class)
+                    generate_independent(d, seed, *args.per_class)
             elif not synth.is_complete(d):
                 synth.generate(d, seed=seed, preset=preset, overwrite=True,
                                train_per_class=args.per_class[0],
